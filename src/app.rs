@@ -1,0 +1,164 @@
+//! Building and running the application: state, background tasks, the
+//! listener, graceful shutdown.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use sqlx::PgPool;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::{
+    audit::{AuditSink, AuditWriter},
+    cache::ListCache,
+    config::Settings,
+    http::{self, AppState},
+    rate_limit::{Limiter, MemoryLimiter, RedisLimiter},
+    store,
+};
+
+/// A bound, not yet serving, application.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    audit_writer: AuditWriter,
+    maintenance: JoinHandle<()>,
+}
+
+impl Application {
+    /// Builds the state (Redis-backed when `redis_url` is set) and binds
+    /// `host:port` (port 0 picks a free one).
+    pub async fn build(
+        settings: Settings,
+        db: PgPool,
+        redis_url: Option<&str>,
+        host: &str,
+        port: u16,
+    ) -> anyhow::Result<Self> {
+        let state = state(settings, db, redis_url).await?;
+        Self::bind(state, host, port, http::router).await
+    }
+
+    /// Like [`Application::build`] with the state and router made by the caller (tests).
+    pub async fn bind(
+        (state, audit_writer): (AppState, AuditWriter),
+        host: &str,
+        port: u16,
+        router: fn(AppState) -> Router,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((host, port))
+            .await
+            .with_context(|| format!("could not listen on {host}:{port}"))?;
+        let maintenance = tokio::spawn(keep_partitions(state.db.clone()));
+        Ok(Self {
+            listener,
+            router: router(state),
+            audit_writer,
+            maintenance,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight
+    /// finish and writes every queued audit record before returning.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.maintenance.abort();
+        self.audit_writer.finish().await;
+        served.context("server error")
+    }
+}
+
+/// The shared state and the audit writer behind it.
+pub async fn state(
+    settings: Settings,
+    db: PgPool,
+    redis_url: Option<&str>,
+) -> anyhow::Result<(AppState, AuditWriter)> {
+    let window = Duration::from_secs(settings.rate_limit_window_secs);
+    let ttl = Duration::from_secs(settings.cache_ttl_secs);
+    let (limiter, cache) = match redis_url {
+        Some(url) => {
+            let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+            let conn = redis::aio::ConnectionManager::new(client)
+                .await
+                .context("could not connect to Redis (check REDIS_URL)")?;
+            let prefix = settings.redis_key_prefix.as_str();
+            (
+                Limiter::Redis(RedisLimiter::new(
+                    conn.clone(),
+                    settings.rate_limit_max,
+                    window,
+                    prefix,
+                )),
+                ListCache::shared(conn, settings.cache_max_entries, ttl, prefix),
+            )
+        }
+        None => (
+            Limiter::Memory(MemoryLimiter::new(settings.rate_limit_max, window)),
+            ListCache::in_memory(settings.cache_max_entries, ttl),
+        ),
+    };
+    let (audit, writer) = AuditSink::spawn(
+        db.clone(),
+        settings.audit_queue_capacity,
+        settings.audit_batch_size,
+    );
+    let state = AppState {
+        db,
+        settings: Arc::new(settings),
+        limiter,
+        cache,
+        audit,
+        metrics: crate::metrics::install(),
+    };
+    Ok((state, writer))
+}
+
+/// Creates the audit log's monthly partitions ahead of time, now and daily.
+async fn keep_partitions(db: PgPool) {
+    let mut every_day = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        every_day.tick().await;
+        if let Err(err) = store::audit::ensure_partitions(&db).await {
+            tracing::warn!(error = %err, "could not create audit_log partitions");
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

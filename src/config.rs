@@ -1,0 +1,189 @@
+//! The command line and configuration. Every setting is a flag of `serve`
+//! and an environment variable of the same name in capitals; a bad value
+//! stops start-up with a message naming it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::TypedValueParser};
+
+/// `ecommerce-api`: the inventory and order API.
+#[derive(Debug, Parser)]
+#[command(name = "ecommerce-api", version, about)]
+pub struct Cli {
+    /// Log lines as JSON (one object per line) or human-readable text.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply migrations, then serve the API until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Pretty,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL. When absent, an embedded PostgreSQL is started from
+    /// the binaries on this machine, with its data in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Data folder of the embedded PostgreSQL (kept between runs).
+    #[arg(long, env = "DATA_DIR", default_value = ".data/postgres")]
+    pub data_dir: PathBuf,
+    /// Largest number of database connections this instance opens.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+}
+
+/// `serve`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The database.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Redis URL. When set, the rate limit and cache invalidation are shared
+    /// by every instance using this Redis; when absent they are per process.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Runtime settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Settings the running service reads.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct Settings {
+    /// Requests allowed per manager in any rolling window.
+    #[arg(long, env = "RATE_LIMIT_MAX", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_max: u32,
+    /// The rolling window, in seconds.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_limit_window_secs: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1024..=67_108_864).map(|n| n as usize))]
+    pub body_limit_bytes: usize,
+    /// Seconds a request may take before it is answered 504.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+    /// Seconds a cached product list may live (writes invalidate it sooner).
+    #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub cache_ttl_secs: u64,
+    /// Most product lists kept in the cache.
+    #[arg(long, env = "CACHE_MAX_ENTRIES", default_value_t = 10_000)]
+    pub cache_max_entries: u64,
+    /// Audit records that may wait to be written before requests wait.
+    #[arg(long, env = "AUDIT_QUEUE_CAPACITY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub audit_queue_capacity: usize,
+    /// Most audit records written by one statement.
+    #[arg(long, env = "AUDIT_BATCH_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=10_000).map(|n| n as usize))]
+    pub audit_batch_size: usize,
+    /// Prefix of every Redis key this service writes.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ecommerce:")]
+    pub redis_key_prefix: String,
+}
+
+impl Default for Settings {
+    /// The defaults `serve` has with no flags or variables (a test keeps the
+    /// two in step).
+    fn default() -> Self {
+        Self {
+            rate_limit_max: 100,
+            rate_limit_window_secs: 3600,
+            body_limit_bytes: 1_048_576,
+            request_timeout_secs: 30,
+            cache_ttl_secs: 60,
+            cache_max_entries: 10_000,
+            audit_queue_capacity: 10_000,
+            audit_batch_size: 500,
+            redis_key_prefix: "ecommerce:".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ecommerce-api").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_declared_ones() {
+        let Command::Serve(serve) = parse(&["serve"]).unwrap().command else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.settings, Settings::default());
+        assert_eq!((serve.host.as_str(), serve.port), ("127.0.0.1", 8080));
+        assert_eq!(serve.db.data_dir, PathBuf::from(".data/postgres"));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = parse(&[
+            "--log-format",
+            "pretty",
+            "serve",
+            "--port",
+            "0",
+            "--rate-limit-max",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Pretty);
+        let Command::Serve(serve) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!((serve.port, serve.settings.rate_limit_max), (0, 5));
+        assert!(matches!(
+            parse(&["migrate"]).unwrap().command,
+            Command::Migrate(_)
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (args, name) in [
+            (&["serve", "--port", "http"][..], "--port"),
+            (&["serve", "--rate-limit-max", "0"][..], "--rate-limit-max"),
+            (
+                &["serve", "--rate-limit-window-secs=-5"][..],
+                "--rate-limit-window-secs",
+            ),
+            (&["--log-format", "xml", "serve"][..], "--log-format"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Customer orders: what a client asks to buy.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::{
+    CustomerId, ManagerId, Problems, ProductId,
+    problems::{integer, list, object, text},
+};
+
+/// One line of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderLine {
+    /// The product; `None` when the text cannot be an id (not found).
+    pub product: Option<ProductId>,
+    /// Units wanted: 1 to 1,000,000.
+    pub quantity: i32,
+}
+
+/// `POST /api/orders/process`: an order to sell in full or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// The store.
+    pub manager: ManagerId,
+    /// The customer's id.
+    pub customer_id: CustomerId,
+    /// The customer's email address.
+    pub customer_email: String,
+    /// The lines in request order (1–100, no product twice).
+    pub lines: Vec<OrderLine>,
+}
+
+impl NewOrder {
+    /// The most lines one order may have.
+    pub const MAX_LINES: usize = 100;
+
+    /// Parses the body, reporting every invalid field.
+    pub fn parse(body: &Value) -> Result<Self, Problems> {
+        let mut bad = Problems::default();
+        if let Err(why) = object(body) {
+            bad.add("body", why);
+            return Err(bad);
+        }
+        let manager = bad.check(
+            "manager_id",
+            text(&body["manager_id"]).and_then(ManagerId::parse),
+        );
+        let customer = &body["customer"];
+        let (customer_id, customer_email) = match object(customer) {
+            Ok(()) => (
+                bad.check(
+                    "customer.id",
+                    text(&customer["id"]).and_then(CustomerId::parse),
+                ),
+                bad.check(
+                    "customer.email",
+                    text(&customer["email"]).and_then(parse_email),
+                ),
+            ),
+            Err(_) if customer.is_null() => {
+                bad.add("customer", "is required");
+                (None, None)
+            }
+            Err(why) => {
+                bad.add("customer", why);
+                (None, None)
+            }
+        };
+        let items = bad
+            .check("products", list(&body["products"], 1..=Self::MAX_LINES))
+            .unwrap_or_default();
+        let mut lines = Vec::with_capacity(items.len());
+        let mut seen = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = |field: &str| format!("products[{i}].{field}");
+            if let Err(why) = object(item) {
+                bad.add(format!("products[{i}]"), why);
+                continue;
+            }
+            let product = bad.check(
+                at("product_id"),
+                text(&item["product_id"]).map(ProductId::parse),
+            );
+            let quantity = bad.check(at("quantity"), integer(&item["quantity"], 1..=1_000_000));
+            if let Some(Some(id)) = product
+                && let Some(first) = seen.insert(id, i)
+            {
+                bad.add(
+                    at("product_id"),
+                    format!("{id} is also in products[{first}]"),
+                );
+            }
+            if let (Some(product), Some(quantity)) = (product, quantity) {
+                lines.push(OrderLine {
+                    product,
+                    quantity: quantity as i32,
+                });
+            }
+        }
+        bad.into_result(|| {
+            Some(Self {
+                manager: manager?,
+                customer_id: customer_id?,
+                customer_email: customer_email?,
+                lines,
+            })
+        })
+    }
+}
+
+/// An email address as RFC 5321/5322 allow, at most 254 characters, with a
+/// domain part (`a@b`).
+pub fn parse_email(value: &str) -> Result<String, String> {
+    let plausible = value.len() <= 254
+        && value.contains('@')
+        && !value.starts_with('@')
+        && !value.ends_with('@');
+    if plausible && email_address::EmailAddress::is_valid(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be a valid email address".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn order(products: Value) -> Value {
+        json!({
+            "manager_id": "mgr_123",
+            "customer": { "id": "cust_456", "email": "customer@example.com" },
+            "products": products
+        })
+    }
+
+    #[test]
+    fn parses_the_briefs_example() {
+        let order = NewOrder::parse(&order(json!([
+            { "product_id": "prod_001", "quantity": 2 },
+            { "product_id": "prod_002", "quantity": 1 }
+        ])))
+        .unwrap();
+        assert_eq!(order.customer_id.as_str(), "cust_456");
+        assert_eq!(order.customer_email, "customer@example.com");
+        assert_eq!(
+            order.lines,
+            [
+                OrderLine {
+                    product: ProductId::parse("prod_001"),
+                    quantity: 2
+                },
+                OrderLine {
+                    product: ProductId::parse("prod_002"),
+                    quantity: 1
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_every_invalid_field_at_once() {
+        let problems = NewOrder::parse(&json!({
+            "manager_id": 5,
+            "customer": { "id": "", "email": "not-an-email" },
+            "products": [
+                { "product_id": "prod_001", "quantity": 0 },
+                { "product_id": 1, "quantity": "2" },
+                { "product_id": "prod_001", "quantity": 1 },
+                7
+            ]
+        }))
+        .unwrap_err()
+        .into_details();
+        let keys: Vec<_> = problems.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "customer.email",
+                "customer.id",
+                "manager_id",
+                "products[0].quantity",
+                "products[1].product_id",
+                "products[1].quantity",
+                "products[2].product_id",
+                "products[3]"
+            ]
+        );
+        assert_eq!(
+            problems["products[2].product_id"],
+            "prod_001 is also in products[0]"
+        );
+    }
+
+    #[test]
+    fn customer_and_lines_are_required() {
+        let problems = NewOrder::parse(&json!({"manager_id": "m", "products": []}))
+            .unwrap_err()
+            .into_details();
+        assert_eq!(problems["customer"], "is required");
+        assert!(problems["products"].contains("between 1 and 100"));
+        let problems =
+            NewOrder::parse(&json!({"manager_id": "m", "customer": "x", "products": [{}]}))
+                .unwrap_err()
+                .into_details();
+        assert_eq!(problems["customer"], "must be a JSON object");
+        assert_eq!(problems["products[0].product_id"], "is required");
+        assert!(NewOrder::parse(&json!(null)).is_err());
+    }
+
+    #[test]
+    fn unknown_product_texts_are_not_found_later_not_invalid() {
+        let order =
+            NewOrder::parse(&order(json!([{ "product_id": "banana", "quantity": 1 }]))).unwrap();
+        assert_eq!(order.lines[0].product, None);
+    }
+
+    #[test]
+    fn emails_must_look_like_addresses() {
+        assert!(parse_email("customer@example.com").is_ok());
+        assert!(parse_email("a.b+c@sub.example.co").is_ok());
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a b@example.com",
+            &format!("{}@x.io", "a".repeat(250)),
+        ] {
+            assert!(parse_email(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Collects every invalid field of a request, keyed by JSON path, so a client
+//! learns about all of them at once rather than one per round trip.
+
+use std::{collections::BTreeMap, ops::RangeInclusive};
+
+use serde_json::Value;
+
+/// JSON path (`products[1].price`) → human-readable reason.
+pub type Details = BTreeMap<String, String>;
+
+/// The invalid fields found while parsing one request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Problems(Details);
+
+impl Problems {
+    /// Records the error of `result` under `path` and returns its value, if any.
+    pub fn check<T>(&mut self, path: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        result.map_err(|why| self.add(path, why)).ok()
+    }
+
+    /// Records a problem with the field at `path`; the first reason for a path wins.
+    pub fn add(&mut self, path: impl Into<String>, why: impl Into<String>) {
+        self.0.entry(path.into()).or_insert_with(|| why.into());
+    }
+
+    /// True when nothing was wrong.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Ok(value) when nothing was recorded, else the problems.
+    pub fn into_result<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, Self> {
+        match (self.is_empty(), value()) {
+            (true, Some(value)) => Ok(value),
+            _ => Err(self),
+        }
+    }
+
+    /// The collected details.
+    pub fn into_details(self) -> Details {
+        self.0
+    }
+}
+
+/// The string at `value`, or why it is not one.
+pub fn text(value: &Value) -> Result<&str, String> {
+    match value {
+        Value::String(s) => Ok(s),
+        Value::Null => Err("is required".into()),
+        _ => Err("must be a string".into()),
+    }
+}
+
+/// The array at `value` with a length in `len`, or why it is not one.
+pub fn list(value: &Value, len: RangeInclusive<usize>) -> Result<&[Value], String> {
+    match value {
+        Value::Array(items) if len.contains(&items.len()) => Ok(items),
+        Value::Array(_) => Err(format!(
+            "must have between {} and {} items",
+            len.start(),
+            len.end()
+        )),
+        Value::Null => Err("is required".into()),
+        _ => Err("must be an array".into()),
+    }
+}
+
+/// The integer at `value` within `range`. Only integers written as such are
+/// accepted: `true`, `"5"`, `1.5` and `1.0` are not integers.
+pub fn integer(value: &Value, range: RangeInclusive<i64>) -> Result<i64, String> {
+    let out_of_range = || {
+        format!(
+            "must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        )
+    };
+    match value {
+        Value::Number(n) if is_plain_integer(n.as_str()) => match n.as_i64() {
+            Some(i) if range.contains(&i) => Ok(i),
+            _ => Err(out_of_range()),
+        },
+        Value::Number(_) => Err("must be a whole number".into()),
+        Value::Null => Err("is required".into()),
+        _ => Err(out_of_range()),
+    }
+}
+
+fn is_plain_integer(literal: &str) -> bool {
+    let digits = literal.strip_prefix('-').unwrap_or(literal);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Why `body` is not a JSON object, if it is not.
+pub fn object(body: &Value) -> Result<(), String> {
+    match body {
+        Value::Object(_) => Ok(()),
+        _ => Err("must be a JSON object".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keeps_the_first_reason_for_each_path_and_every_path() {
+        let mut problems = Problems::default();
+        problems.add("a", "first");
+        problems.add("a", "second");
+        problems.add("b", "other");
+        assert_eq!(
+            problems.into_details(),
+            Details::from([("a".into(), "first".into()), ("b".into(), "other".into())])
+        );
+    }
+
+    #[test]
+    fn check_returns_the_value_or_records_the_error() {
+        let mut problems = Problems::default();
+        assert_eq!(problems.check("x", Ok::<_, String>(3)), Some(3));
+        assert!(problems.is_empty());
+        assert_eq!(problems.check::<i32>("y", Err("bad".into())), None);
+        assert!(!problems.is_empty());
+        assert_eq!(
+            problems.into_result(|| Some(1)),
+            Err(Problems(Details::from([("y".into(), "bad".into())])))
+        );
+    }
+
+    #[test]
+    fn integers_are_strict() {
+        assert_eq!(integer(&json!(5), 0..=10), Ok(5));
+        assert!(integer(&json!(1.5), 0..=10).is_err());
+        assert!(integer(&serde_json::from_str("1.0").unwrap(), 0..=10).is_err());
+        assert!(integer(&json!("5"), 0..=10).is_err());
+        assert!(integer(&json!(true), 0..=10).is_err());
+        assert!(integer(&json!(11), 0..=10).is_err());
+        assert!(integer(&json!(-1), 0..=10).is_err());
+        assert_eq!(integer(&json!(null), 0..=10), Err("is required".into()));
+        assert!(integer(&serde_json::from_str("1e2").unwrap(), 0..=1000).is_err());
+        assert!(
+            integer(
+                &serde_json::from_str("99999999999999999999").unwrap(),
+                0..=10
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn texts_lists_and_objects_name_what_is_wrong() {
+        assert_eq!(text(&json!("a")), Ok("a"));
+        assert_eq!(text(&json!(null)), Err("is required".into()));
+        assert_eq!(text(&json!(1)), Err("must be a string".into()));
+        assert_eq!(list(&json!([1]), 1..=2).map(<[Value]>::len), Ok(1));
+        assert!(
+            list(&json!([]), 1..=2)
+                .unwrap_err()
+                .contains("between 1 and 2")
+        );
+        assert_eq!(list(&json!({}), 1..=2), Err("must be an array".into()));
+        assert_eq!(list(&json!(null), 1..=2), Err("is required".into()));
+        assert!(object(&json!({})).is_ok());
+        assert!(object(&json!([])).is_err());
+    }
+}

@@ -1,0 +1,368 @@
+//! Products: names, stock, status and the add-or-update batch.
+
+use std::{collections::HashMap, fmt, str::FromStr};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    ManagerId, Money, Problems, ProductId,
+    problems::{integer, list, object, text},
+};
+
+/// Where a product stands. Derived from the row, never stored: discontinued
+/// wins over any quantity, then no stock means out of stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductStatus {
+    /// Not discontinued, quantity above zero.
+    InStock,
+    /// Not discontinued, quantity zero.
+    OutOfStock,
+    /// Discontinued, whatever its quantity.
+    Discontinued,
+}
+
+impl ProductStatus {
+    /// Every status, in the order the API documents them.
+    pub const ALL: [Self; 3] = [Self::InStock, Self::OutOfStock, Self::Discontinued];
+
+    /// The status of a product with this stock and discontinued flag.
+    pub fn of(quantity: i32, discontinued: bool) -> Self {
+        match (discontinued, quantity) {
+            (true, _) => Self::Discontinued,
+            (false, 0) => Self::OutOfStock,
+            (false, _) => Self::InStock,
+        }
+    }
+
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InStock => "in_stock",
+            Self::OutOfStock => "out_of_stock",
+            Self::Discontinued => "discontinued",
+        }
+    }
+}
+
+impl FromStr for ProductStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| "must be one of in_stock, out_of_stock, discontinued".into())
+    }
+}
+
+impl fmt::Display for ProductStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A product name: trimmed, 1–200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductName(String);
+
+impl ProductName {
+    /// Trims `value` and checks it.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let name = value.trim();
+        let chars = name.chars().count();
+        if chars == 0 || chars > 200 {
+            Err("must be 1 to 200 characters after trimming".into())
+        } else if name.chars().any(char::is_control) {
+            Err("must not contain control characters".into())
+        } else {
+            Ok(Self(name.to_owned()))
+        }
+    }
+
+    /// The name as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key two names are compared by: case-insensitive, matching the
+    /// database's unique index on `lower(name)`.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// How many units of a product are in stock: 0 to 1,000,000,000.
+pub fn parse_stock(value: &Value) -> Result<i32, String> {
+    integer(value, 0..=1_000_000_000).map(|n| n as i32)
+}
+
+/// One item of an add-or-update batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductInput {
+    /// `Some` when the item names the product to update by id; the inner
+    /// `None` is an id that cannot exist (not found, never a 400).
+    pub id: Option<Option<ProductId>>,
+    /// The new name.
+    pub name: ProductName,
+    /// The new price.
+    pub price: Money,
+    /// The new stock (set, not added).
+    pub quantity: i32,
+}
+
+/// `POST /api/inventory/products`: products to add or update, all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpsertProducts {
+    /// Whose products.
+    pub manager: ManagerId,
+    /// The items in request order.
+    pub items: Vec<ProductInput>,
+}
+
+impl UpsertProducts {
+    /// The most items one request may carry.
+    pub const MAX_ITEMS: usize = 1000;
+
+    /// Parses the body, reporting every invalid field. Two items naming the
+    /// same product (the same id, or the same name without an id) are a 400.
+    pub fn parse(body: &Value) -> Result<Self, Problems> {
+        let mut bad = Problems::default();
+        if let Err(why) = object(body) {
+            bad.add("body", why);
+            return Err(bad);
+        }
+        let manager = bad.check(
+            "manager_id",
+            text(&body["manager_id"]).and_then(ManagerId::parse),
+        );
+        let items = bad
+            .check("products", list(&body["products"], 1..=Self::MAX_ITEMS))
+            .unwrap_or_default();
+        let mut inputs = Vec::with_capacity(items.len());
+        let mut ids_seen = HashMap::new();
+        let mut names_seen = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = |field: &str| format!("products[{i}].{field}");
+            if let Err(why) = object(item) {
+                bad.add(format!("products[{i}]"), why);
+                continue;
+            }
+            let id = match &item["id"] {
+                Value::Null => Some(None),
+                value => bad
+                    .check(at("id"), text(value))
+                    .map(|t| Some(ProductId::parse(t))),
+            };
+            let name = bad.check(at("name"), text(&item["name"]).and_then(ProductName::parse));
+            let price = bad.check(at("price"), Money::parse_price(&item["price"]));
+            let quantity = bad.check(at("quantity"), parse_stock(&item["quantity"]));
+            // Two items may not name the same product, nor leave two
+            // products with one name.
+            if let Some(Some(Some(id))) = &id
+                && let Some(first) = ids_seen.insert(*id, i)
+            {
+                bad.add(at("id"), format!("{id} is also in products[{first}]"));
+            }
+            if let Some(name) = &name
+                && let Some(first) = names_seen.insert(name.key(), i)
+            {
+                bad.add(at("name"), format!("products[{first}] has the same name"));
+            }
+            if let (Some(id), Some(name), Some(price), Some(quantity)) = (id, name, price, quantity)
+            {
+                inputs.push(ProductInput {
+                    id,
+                    name,
+                    price,
+                    quantity,
+                });
+            }
+        }
+        bad.into_result(|| {
+            manager.map(|manager| Self {
+                manager,
+                items: inputs,
+            })
+        })
+    }
+}
+
+/// `POST /api/inventory/discontinue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discontinue {
+    /// Whose product.
+    pub manager: ManagerId,
+    /// Which product; `None` when the text cannot be an id (not found).
+    pub product: Option<ProductId>,
+}
+
+impl Discontinue {
+    /// Parses the body, reporting every invalid field.
+    pub fn parse(body: &Value) -> Result<Self, Problems> {
+        let mut bad = Problems::default();
+        if let Err(why) = object(body) {
+            bad.add("body", why);
+            return Err(bad);
+        }
+        let manager = bad.check(
+            "manager_id",
+            text(&body["manager_id"]).and_then(ManagerId::parse),
+        );
+        let product = bad.check(
+            "product_id",
+            text(&body["product_id"]).map(ProductId::parse),
+        );
+        bad.into_result(|| {
+            Some(Self {
+                manager: manager?,
+                product: product?,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn status_is_derived_discontinued_first() {
+        assert_eq!(ProductStatus::of(5, false), ProductStatus::InStock);
+        assert_eq!(ProductStatus::of(0, false), ProductStatus::OutOfStock);
+        assert_eq!(ProductStatus::of(0, true), ProductStatus::Discontinued);
+        assert_eq!(ProductStatus::of(9, true), ProductStatus::Discontinued);
+    }
+
+    #[test]
+    fn status_round_trips_through_its_spelling() {
+        for status in ProductStatus::ALL {
+            assert_eq!(status.to_string().parse::<ProductStatus>(), Ok(status));
+        }
+        assert!("IN_STOCK".parse::<ProductStatus>().is_err());
+        assert!("".parse::<ProductStatus>().is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(ProductName::parse("  Mug ").unwrap().as_str(), "Mug");
+        assert_eq!(ProductName::parse("Mug").unwrap().key(), "mug");
+        assert!(ProductName::parse("   ").is_err());
+        assert!(ProductName::parse(&"é".repeat(200)).is_ok());
+        assert!(ProductName::parse(&"x".repeat(201)).is_err());
+        assert!(ProductName::parse("a\u{0}b").is_err());
+        assert!(ProductName::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn parses_the_briefs_example() {
+        let batch = UpsertProducts::parse(&json!({
+            "manager_id": "mgr_123",
+            "products": [
+                { "name": "Premium Coffee Beans", "price": 15.99, "quantity": 100 },
+                { "name": "Ceramic Coffee Mug", "price": 12.99, "quantity": 50 }
+            ]
+        }))
+        .unwrap();
+        assert_eq!(batch.manager.as_str(), "mgr_123");
+        assert_eq!(batch.items.len(), 2);
+        assert_eq!(batch.items[1].quantity, 50);
+        assert_eq!(batch.items[0].id, None);
+    }
+
+    #[test]
+    fn reports_every_invalid_field_at_once() {
+        let problems = UpsertProducts::parse(&json!({
+            "manager_id": "bad id!",
+            "products": [
+                { "name": " ", "price": "15.99", "quantity": 1.5 },
+                { "name": "Mug", "price": 15.999, "quantity": -1, "id": 7 },
+                "not an object"
+            ]
+        }))
+        .unwrap_err()
+        .into_details();
+        let keys: Vec<_> = problems.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "manager_id",
+                "products[0].name",
+                "products[0].price",
+                "products[0].quantity",
+                "products[1].id",
+                "products[1].price",
+                "products[1].quantity",
+                "products[2]"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_product_twice_is_rejected() {
+        let problems = UpsertProducts::parse(&json!({
+            "manager_id": "m",
+            "products": [
+                { "name": "Mug", "price": 1, "quantity": 1 },
+                { "name": " mug ", "price": 1, "quantity": 1 },
+                { "id": "prod_001", "name": "A", "price": 1, "quantity": 1 },
+                { "id": "prod_001", "name": "B", "price": 1, "quantity": 1 }
+            ]
+        }))
+        .unwrap_err()
+        .into_details();
+        assert_eq!(
+            problems["products[1].name"],
+            "products[0] has the same name"
+        );
+        assert_eq!(
+            problems["products[3].id"],
+            "prod_001 is also in products[2]"
+        );
+    }
+
+    #[test]
+    fn ids_that_cannot_exist_parse_as_not_found() {
+        let batch = UpsertProducts::parse(&json!({
+            "manager_id": "m",
+            "products": [{ "id": "banana", "name": "A", "price": 1, "quantity": 0 }]
+        }))
+        .unwrap();
+        assert_eq!(batch.items[0].id, Some(None));
+    }
+
+    #[test]
+    fn batch_size_and_body_shape_are_checked() {
+        let too_many: Vec<_> = (0..1001)
+            .map(|i| json!({"name": format!("p{i}"), "price": 1, "quantity": 1}))
+            .collect();
+        let problems =
+            UpsertProducts::parse(&json!({"manager_id": "m", "products": too_many})).unwrap_err();
+        assert!(problems.into_details().contains_key("products"));
+        let problems = UpsertProducts::parse(&json!([1]))
+            .unwrap_err()
+            .into_details();
+        assert_eq!(problems["body"], "must be a JSON object");
+        let problems = UpsertProducts::parse(&json!({}))
+            .unwrap_err()
+            .into_details();
+        assert_eq!(problems["manager_id"], "is required");
+        assert_eq!(problems["products"], "is required");
+    }
+
+    #[test]
+    fn discontinue_needs_a_manager_and_a_product_text() {
+        let ok = Discontinue::parse(&json!({"manager_id": "m", "product_id": "prod_002"})).unwrap();
+        assert_eq!(ok.product, ProductId::parse("prod_002"));
+        let unknown = Discontinue::parse(&json!({"manager_id": "m", "product_id": "x"})).unwrap();
+        assert_eq!(unknown.product, None);
+        let problems = Discontinue::parse(&json!({"product_id": 3}))
+            .unwrap_err()
+            .into_details();
+        assert_eq!(problems.len(), 2);
+        assert!(Discontinue::parse(&json!("x")).is_err());
+    }
+}

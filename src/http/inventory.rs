@@ -1,0 +1,368 @@
+//! `/api/inventory/...`: add or update products, list them, discontinue one.
+
+use std::hash::{Hash, Hasher};
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{
+    AppState,
+    context::{JsonBody, RequestContext},
+    docs, invalidate, written,
+};
+use crate::{
+    cache::CachedList,
+    domain::{
+        ManagerId, Problems, ProductId,
+        product::{Discontinue, ProductStatus, UpsertProducts},
+    },
+    error::{AppError, ErrorEnvelope},
+    metrics,
+    store::{
+        self,
+        products::{ListQuery, ProductRow},
+    },
+};
+
+/// A list of products, in request order (writes) or id order (reads).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"products": [
+    {"id": "prod_001", "name": "Premium Coffee Beans", "price": 15.99, "quantity": 100},
+    {"id": "prod_002", "name": "Ceramic Coffee Mug", "price": 12.99, "quantity": 50}
+]}))]
+pub struct ProductsResponse {
+    /// The products.
+    pub products: Vec<ProductRow>,
+}
+
+/// Add or update products, all or none.
+///
+/// Each item without `id` updates the manager's product of the same name
+/// (trimmed, case-insensitive) or creates a new one; an item with `id`
+/// updates (and may rename) that product. Name, price and quantity are
+/// replaced (quantity is set, not added); a discontinued product stays
+/// discontinued. The whole batch is one transaction. Responds with the
+/// products in request order.
+#[utoipa::path(post, path = "/api/inventory/products", tag = "inventory",
+    request_body(content = docs::AddProductsRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Products added or updated, in request order", body = ProductsResponse),
+        (status = 400, description = "Invalid fields (every one listed), malformed JSON, or two items naming one product",
+            body = ErrorEnvelope, example = json!(docs::example_invalid())),
+        (status = 404, description = "An `id` that is not one of the manager's products", body = ErrorEnvelope,
+            example = json!({"error": {"code": "PRODUCT_NOT_FOUND", "message": "no such product for this manager",
+                "details": {"products[0].id": "prod_042 is not a product of this manager"}}})),
+        (status = 409, description = "A new name another of the manager's products already has", body = ErrorEnvelope,
+            example = json!({"error": {"code": "PRODUCT_NAME_TAKEN", "message": "another product already has this name",
+                "details": {"products[0].name": "prod_002 already has this name"}}})),
+        (status = 413, description = "Body over the size limit", body = ErrorEnvelope),
+        (status = 415, description = "Content-Type is not JSON", body = ErrorEnvelope),
+        (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+        (status = 500, description = "Internal error (no detail is disclosed)", body = ErrorEnvelope),
+    ))]
+pub async fn add_products(
+    State(state): State<AppState>,
+    context: RequestContext,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let batch = UpsertProducts::parse(&body)?;
+    let mut entry = context.entry(StatusCode::CREATED.as_u16(), None);
+    let products = store::products::upsert(&state.db, &batch, &entry).await?;
+    entry.product_ids = products.iter().map(|p| p.id.get()).collect();
+    invalidate(&state, &batch.manager).await;
+    Ok(written(
+        StatusCode::CREATED,
+        Json(ProductsResponse { products }),
+        entry,
+    ))
+}
+
+/// The query of a product list, validated.
+#[derive(Debug, Clone)]
+struct ListParams {
+    manager: ManagerId,
+    status: Option<ProductStatus>,
+    limit: u32,
+    after: Option<ProductId>,
+}
+
+impl ListParams {
+    const DEFAULT_LIMIT: u32 = 100;
+    const MAX_LIMIT: u32 = 1000;
+
+    fn parse(query: Option<&str>) -> Result<Self, Problems> {
+        let mut bad = Problems::default();
+        let pairs: Vec<(String, String)> =
+            match serde_urlencoded::from_str(query.unwrap_or_default()) {
+                Ok(pairs) => pairs,
+                Err(_) => {
+                    bad.add("query", "is not a valid query string");
+                    return Err(bad);
+                }
+            };
+        let param = |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let manager = bad.check(
+            "manager_id",
+            param("manager_id")
+                .ok_or_else(|| "is required".to_owned())
+                .and_then(ManagerId::parse),
+        );
+        let status = param("status")
+            .and_then(|s| bad.check("status", s.parse()).map(Some))
+            .flatten();
+        let limit = match param("limit") {
+            None => Some(Self::DEFAULT_LIMIT),
+            Some(text) => bad.check(
+                "limit",
+                text.parse()
+                    .ok()
+                    .filter(|n| (1..=Self::MAX_LIMIT).contains(n))
+                    .ok_or_else(|| format!("must be an integer from 1 to {}", Self::MAX_LIMIT)),
+            ),
+        };
+        let after = match param("after") {
+            None => Some(None),
+            Some(text) => bad
+                .check(
+                    "after",
+                    ProductId::parse(text)
+                        .ok_or_else(|| "must be a product id such as prod_001".into()),
+                )
+                .map(Some),
+        };
+        bad.into_result(|| {
+            Some(Self {
+                manager: manager?,
+                status,
+                limit: limit?,
+                after: after?,
+            })
+        })
+    }
+
+    /// The query with `after` set, as a URL query string.
+    fn query_string(&self, after: Option<ProductId>) -> String {
+        let mut pairs = vec![("manager_id", self.manager.to_string())];
+        pairs.extend(self.status.map(|s| ("status", s.to_string())));
+        pairs.push(("limit", self.limit.to_string()));
+        pairs.extend(after.map(|id| ("after", id.to_string())));
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+}
+
+/// List a manager's products, optionally by status.
+///
+/// `status` is derived: `discontinued` if the product was discontinued
+/// (whatever its quantity), else `out_of_stock` at quantity 0, else
+/// `in_stock`. Products come in id order, `limit` at a time; when more
+/// remain, the `Link` header (`rel="next"`) gives the next page. Responses
+/// carry an `ETag`; send it back in `If-None-Match` to get `304 Not Modified`.
+/// Lists are cached, and every write to the manager's products invalidates
+/// them before it responds, so a read never returns data older than a write
+/// that has completed.
+#[utoipa::path(get, path = "/api/inventory/products", tag = "inventory",
+    params(docs::ListProductsParams),
+    responses(
+        (status = 200, description = "The products", body = ProductsResponse,
+            headers(
+                ("ETag" = String, description = "Strong validator of this body"),
+                ("Link" = String, description = "`<...>; rel=\"next\"` when more products remain")
+            )),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 400, description = "Missing `manager_id`, unknown `status`, bad `limit` or `after`", body = ErrorEnvelope,
+            example = json!({"error": {"code": "INVALID_REQUEST", "message": "the request has invalid fields",
+                "details": {"status": "must be one of in_stock, out_of_stock, discontinued"}}})),
+        (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    ))]
+pub async fn list_products(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let params = ListParams::parse(query.as_deref())?;
+    let key = params.query_string(params.after);
+    // If the generation cannot be read (Redis down), bypass the cache
+    // rather than risk serving a list older than a write.
+    let generation = match state.cache.generation(&params.manager).await {
+        Ok(generation) => Some(generation),
+        Err(err) => {
+            tracing::warn!(error = %err, "cache generation unavailable; reading through");
+            None
+        }
+    };
+    let cached = match generation {
+        Some(generation) => state.cache.get(&params.manager, generation, &key).await,
+        None => None,
+    };
+    metrics::cache_lookup(cached.is_some());
+    let list = match cached {
+        Some(list) => list,
+        None => {
+            let list = load_list(&state, &params).await?;
+            if let Some(generation) = generation {
+                state
+                    .cache
+                    .put(&params.manager, generation, key, list.clone())
+                    .await;
+            }
+            list
+        }
+    };
+    Ok(list_response(&list, &headers))
+}
+
+async fn load_list(state: &AppState, params: &ListParams) -> Result<CachedList, AppError> {
+    let query = ListQuery {
+        manager: params.manager.clone(),
+        status: params.status,
+        after: params.after,
+        limit: i64::from(params.limit) + 1,
+    };
+    let mut products = store::products::list(&state.db, &query).await?;
+    let next = (products.len() > params.limit as usize).then(|| {
+        products.truncate(params.limit as usize);
+        let last = products.last().map(|p| p.id);
+        format!(
+            "</api/inventory/products?{}>; rel=\"next\"",
+            params.query_string(last)
+        )
+    });
+    let body = serde_json::to_vec(&ProductsResponse { products })
+        .map_err(|e| AppError::Internal(e.into()))?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    body.hash(&mut hasher);
+    Ok(CachedList {
+        etag: format!("\"{:016x}\"", hasher.finish()),
+        body: body.into(),
+        next,
+    })
+}
+
+fn list_response(list: &CachedList, request: &HeaderMap) -> Response {
+    let etag = HeaderValue::from_str(&list.etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let unchanged = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| matches!(tag.trim(), "*") || tag.trim().trim_start_matches("W/") == list.etag);
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = Response::new(Body::from(list.body.clone()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    if let Some(next) = list
+        .next
+        .as_deref()
+        .and_then(|n| HeaderValue::from_str(n).ok())
+    {
+        headers.insert(header::LINK, next);
+    }
+    response
+}
+
+/// Mark a product discontinued.
+///
+/// Discontinued products stay listed (status `discontinued`) and cannot be
+/// ordered. Discontinuing one again is fine (204 again).
+#[utoipa::path(post, path = "/api/inventory/discontinue", tag = "inventory",
+    request_body(content = docs::DiscontinueRequest, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Discontinued (or already was)"),
+        (status = 400, description = "Invalid fields", body = ErrorEnvelope,
+            example = json!({"error": {"code": "INVALID_REQUEST", "message": "the request has invalid fields",
+                "details": {"product_id": "is required"}}})),
+        (status = 404, description = "Not one of the manager's products", body = ErrorEnvelope,
+            example = json!({"error": {"code": "PRODUCT_NOT_FOUND", "message": "no such product for this manager",
+                "details": {"product_id": "prod_001 is not a product of this manager"}}})),
+        (status = 413, description = "Body over the size limit", body = ErrorEnvelope),
+        (status = 415, description = "Content-Type is not JSON", body = ErrorEnvelope),
+        (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),
+        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
+        (status = 500, description = "Internal error", body = ErrorEnvelope),
+    ))]
+pub async fn discontinue_product(
+    State(state): State<AppState>,
+    context: RequestContext,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let request = Discontinue::parse(&body)?;
+    let mut entry = context.entry(StatusCode::NO_CONTENT.as_u16(), None);
+    let found = match request.product {
+        Some(id) => store::products::discontinue(&state.db, &request.manager, id, &entry).await?,
+        None => None,
+    };
+    let Some(id) = found else {
+        let shown = request
+            .product
+            .map_or_else(|| "this id".to_owned(), |id| id.to_string());
+        return Err(AppError::ProductNotFound(
+            [(
+                "product_id".to_owned(),
+                format!("{shown} is not a product of this manager"),
+            )]
+            .into(),
+        ));
+    };
+    entry.product_ids = vec![id.get()];
+    invalidate(&state, &request.manager).await;
+    Ok(written(StatusCode::NO_CONTENT, (), entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_parameters_are_validated_together() {
+        let details = ListParams::parse(Some("status=gone&limit=0&after=x"))
+            .unwrap_err()
+            .into_details();
+        assert_eq!(
+            details.keys().collect::<Vec<_>>(),
+            ["after", "limit", "manager_id", "status"]
+        );
+        assert!(ListParams::parse(Some("manager_id=m&limit=1001")).is_err());
+        assert!(ListParams::parse(Some("manager_id=m&status=")).is_err());
+        let ok =
+            ListParams::parse(Some("manager_id=m&status=in_stock&limit=5&after=prod_002")).unwrap();
+        assert_eq!((ok.limit, ok.after.map(ProductId::get)), (5, Some(2)));
+        assert_eq!(ListParams::parse(Some("manager_id=m")).unwrap().limit, 100);
+        assert!(ListParams::parse(None).is_err());
+    }
+
+    #[test]
+    fn next_page_links_keep_the_query() {
+        let params = ListParams::parse(Some("manager_id=m%3A1&status=in_stock&limit=2")).unwrap();
+        assert_eq!(
+            params.query_string(ProductId::parse("prod_004")),
+            "manager_id=m%3A1&status=in_stock&limit=2&after=prod_004"
+        );
+    }
+}

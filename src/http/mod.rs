@@ -1,0 +1,216 @@
+//! The HTTP surface: routes, the middleware stack, and helpers the handlers
+//! share. Handlers parse, call one store function, and shape the response.
+
+mod audit;
+pub mod context;
+pub mod docs;
+mod health;
+mod inventory;
+mod orders;
+
+use std::{
+    any::Any,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{
+    audit::{AuditEntry, AuditSink},
+    cache::ListCache,
+    config::Settings,
+    domain::ManagerId,
+    error::{AppError, ErrorCode},
+    rate_limit::Limiter,
+};
+use context::AuditWritten;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool.
+    pub db: PgPool,
+    /// Runtime settings.
+    pub settings: Arc<Settings>,
+    /// The per-manager rate limiter.
+    pub limiter: Limiter,
+    /// The product-list cache.
+    pub cache: ListCache,
+    /// The queue of audit records.
+    pub audit: AuditSink,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The OpenAPI router of every documented route.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(inventory::add_products, inventory::list_products))
+        .routes(routes!(inventory::discontinue_product))
+        .routes(routes!(orders::process_order))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    docs::finish(api().into_openapi())
+}
+
+/// The whole application: routes, docs, fallbacks and middleware.
+pub fn router(state: AppState) -> Router {
+    build(state, Router::new())
+}
+
+fn build(state: AppState, extra: Router<AppState>) -> Router {
+    let (routes, document) = api().split_for_parts();
+    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
+    // Router::layer wraps what is already there, so the last layer added is
+    // the outermost: request ids, tracing, metrics, the /api/ context
+    // (body, rate limit, audit), envelopes for bare errors, panics, timeout.
+    routes
+        .route("/metrics", get(health::metrics))
+        .merge(extra)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", docs::finish(document)))
+        .fallback(|| async { AppError::NoRoute })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::map_response(envelope_bare_errors))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            context::api_context,
+        ))
+        .layer(middleware::from_fn(track_metrics))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower::util::MapRequestLayer::new(drop_insane_request_id))
+        .with_state(state)
+}
+
+/// A response for a write whose audit record is already in its transaction.
+fn written(status: StatusCode, body: impl IntoResponse, entry: AuditEntry) -> Response {
+    let mut response = (status, body).into_response();
+    response
+        .extensions_mut()
+        .insert(AuditWritten(Box::new(entry)));
+    response
+}
+
+/// Makes the manager's cached lists unreachable; a failure is logged (the
+/// write has committed and its response must still be sent).
+async fn invalidate(state: &AppState, manager: &ManagerId) {
+    if let Err(err) = state.cache.invalidate(manager).await {
+        tracing::error!(error = %err, %manager, "could not invalidate the product-list cache");
+    }
+}
+
+/// A client's `X-Request-ID` is kept only if it is 1–128 visible ASCII
+/// characters without spaces; otherwise the header is dropped and one is
+/// generated.
+fn drop_insane_request_id(mut request: Request) -> Request {
+    let sane = |v: &HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+    };
+    if request
+        .headers()
+        .get("x-request-id")
+        .is_some_and(|v| !sane(v))
+    {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
+/// Wraps error responses made outside our handlers (a timeout's bare 504)
+/// in the envelope.
+async fn envelope_bare_errors(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match response.status() {
+        StatusCode::GATEWAY_TIMEOUT if !is_json => AppError::Timeout.into_response(),
+        status
+            if status.is_client_error()
+                && !is_json
+                && response.extensions().get::<ErrorCode>().is_none() =>
+        {
+            AppError::invalid("request", status.canonical_reason().unwrap_or("rejected"))
+                .into_response()
+        }
+        status if status.is_server_error() && !is_json => {
+            AppError::Internal(anyhow::anyhow!("bare {status} response")).into_response()
+        }
+        _ => response,
+    }
+}
+
+fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
+    let message = cause
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    AppError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+async fn track_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        crate::metrics::rate_limited();
+    }
+    crate::metrics::request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn panics() -> &'static str {
+    panic!("boom")
+}
+
+/// The application plus two routes that exist only to test the middleware:
+/// `/api/panic` panics and `/api/slow` outlasts any timeout.
+#[doc(hidden)]
+pub fn router_with_test_routes(state: AppState) -> Router {
+    let extra = Router::new().route("/api/panic", get(panics)).route(
+        "/api/slow",
+        get(|| async { tokio::time::sleep(Duration::from_secs(3600)).await }),
+    );
+    build(state, extra)
+}

@@ -1,0 +1,62 @@
+//! `ecommerce-api`: an inventory and order API for store managers.
+//!
+//! - [`domain`]: validated types and rules, no I/O.
+//! - [`store`]: every SQL statement.
+//! - [`http`]: routes, middleware, OpenAPI.
+//! - [`rate_limit`], [`cache`], [`audit`]: the per-request services.
+//! - [`app`], [`config`], [`db`], [`telemetry`]: wiring.
+
+pub mod app;
+pub mod audit;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod rate_limit;
+pub mod store;
+pub mod telemetry;
+
+use config::{Cli, Command};
+
+/// Runs the command line: `serve` or `migrate`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let (pool, embedded) = db::open(&args.db).await?;
+            let served = async {
+                db::migrate(&pool).await?;
+                let app = app::Application::build(
+                    args.settings,
+                    pool.clone(),
+                    args.redis_url.as_deref(),
+                    &args.host,
+                    args.port,
+                )
+                .await?;
+                tracing::info!(address = %app.local_addr(), "listening");
+                app.run_until(app::shutdown_signal()).await
+            }
+            .await;
+            pool.close().await;
+            if let Some(server) = embedded {
+                server.stop().await?;
+            }
+            served
+        }
+        Command::Migrate(args) => {
+            let (pool, embedded) = db::open(&args).await?;
+            let migrated = db::migrate(&pool).await;
+            pool.close().await;
+            if let Some(server) = embedded {
+                server.stop().await?;
+            }
+            migrated?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}

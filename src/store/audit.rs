@@ -1,0 +1,108 @@
+//! Audit rows. Rows of writes are inserted by the writes themselves (see
+//! `products` and `orders`); this module writes everything else in batches
+//! and reads a manager's trail back.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::audit::AuditEntry;
+
+/// Inserts many records in one statement (one round trip, one JSON array).
+pub async fn insert_batch(db: &PgPool, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
+    let rows = serde_json::to_value(entries).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let done = sqlx::query!(
+        r#"insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
+                                  error_code, duration_ms, client_addr, product_ids, order_id)
+           select manager_id, occurred_at, request_id, method, path, query, status,
+                  error_code, duration_ms, client_addr, coalesce(product_ids, '{}'), order_id
+             from jsonb_populate_recordset(null::audit_log, $1)"#,
+        rows
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Creates this month's and next month's partitions of `audit_log` if missing.
+pub async fn ensure_partitions(db: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query!("select audit_log_ensure_partitions(1)")
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// One audit record as the API returns it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    /// The record's id; pass it as `after` to get the next (older) page.
+    #[schema(example = 42)]
+    pub id: i64,
+    /// When the request arrived.
+    pub occurred_at: DateTime<Utc>,
+    /// The request's `X-Request-ID`.
+    pub request_id: String,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Raw query string.
+    pub query: Option<String>,
+    /// Response status.
+    pub status: i16,
+    /// Error code of an error response.
+    pub error_code: Option<String>,
+    /// Milliseconds from arrival to response.
+    pub duration_ms: f64,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// Public ids of the products the request changed.
+    pub product_ids: Vec<String>,
+    /// Public id of the order the request created.
+    pub order_id: Option<String>,
+}
+
+/// A manager's records, newest first, starting after the record `after`.
+pub async fn list(
+    db: &PgPool,
+    manager: &str,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select id, occurred_at, request_id, method, path, query, status, error_code,
+                  duration_ms, client_addr, product_ids, order_id
+             from audit_log
+            where manager_id = $1 and id < coalesce($2, 9223372036854775807)
+            order by id desc
+            limit $3"#,
+        manager,
+        after,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AuditRecord {
+            id: r.id,
+            occurred_at: r.occurred_at,
+            request_id: r.request_id,
+            method: r.method,
+            path: r.path,
+            query: r.query,
+            status: r.status,
+            error_code: r.error_code,
+            duration_ms: r.duration_ms,
+            client_addr: r.client_addr,
+            product_ids: r
+                .product_ids
+                .into_iter()
+                .map(|id| crate::domain::ProductId::from_db(id).to_string())
+                .collect(),
+            order_id: r
+                .order_id
+                .map(|id| crate::domain::OrderId::from_db(id).to_string()),
+        })
+        .collect())
+}

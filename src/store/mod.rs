@@ -1,0 +1,15 @@
+//! The only place with SQL. Each public function is one operation of the API;
+//! writes insert their audit record in the same transaction.
+
+pub mod audit;
+pub mod orders;
+pub mod products;
+
+use sqlx::postgres::PgDatabaseError;
+
+/// True when `err` is a unique violation of the named constraint or index.
+pub(crate) fn violates(err: &sqlx::Error, constraint: &str) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+        .is_some_and(|pg| pg.code() == "23505" && pg.constraint() == Some(constraint))
+}

@@ -1,0 +1,244 @@
+//! Orders: check and sell every line in one SQL statement, or none.
+
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+use crate::{
+    audit::AuditEntry,
+    domain::{Money, OrderId, ProductId, order::NewOrder, problems::Details},
+    error::AppError,
+};
+
+/// An order that was sold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processed {
+    /// The new order's id.
+    pub order_id: OrderId,
+    /// Σ unit price × quantity at the moment of sale.
+    pub total: Money,
+}
+
+/// How one line looked under lock when the order was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineCheck {
+    /// 1-based position in the request.
+    pub line_no: i64,
+    /// Units asked for.
+    pub requested: i32,
+    /// Units in stock; `None` when the product is not the manager's.
+    pub available: Option<i32>,
+    /// Whether it is discontinued; `None` when not the manager's.
+    pub discontinued: Option<bool>,
+}
+
+/// Why an order was refused, most serious first (the derived order is the
+/// contract's precedence: not found, then discontinued, then stock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Refusal {
+    NotFound,
+    Discontinued,
+    InsufficientStock,
+}
+
+impl LineCheck {
+    fn refusal(&self) -> Option<Refusal> {
+        match (self.available, self.discontinued) {
+            (None, _) | (_, None) => Some(Refusal::NotFound),
+            (_, Some(true)) => Some(Refusal::Discontinued),
+            (Some(available), _) if available < self.requested => Some(Refusal::InsufficientStock),
+            _ => None,
+        }
+    }
+}
+
+/// The error for an order that was not sold: the most serious kind of
+/// problem, with every line that has it.
+pub fn refusal(lines: &[LineCheck]) -> AppError {
+    let Some(worst) = lines.iter().filter_map(LineCheck::refusal).min() else {
+        return AppError::Internal(anyhow::anyhow!("order refused with no failing line"));
+    };
+    let mut details = Details::new();
+    for line in lines.iter().filter(|line| line.refusal() == Some(worst)) {
+        let i = line.line_no - 1;
+        let (key, why) = match worst {
+            Refusal::NotFound => (
+                format!("products[{i}].product_id"),
+                "not a product of this manager".to_owned(),
+            ),
+            Refusal::Discontinued => (
+                format!("products[{i}].product_id"),
+                "is discontinued".to_owned(),
+            ),
+            Refusal::InsufficientStock => (
+                format!("products[{i}].quantity"),
+                format!(
+                    "requested {}, available {}",
+                    line.requested,
+                    line.available.unwrap_or(0)
+                ),
+            ),
+        };
+        details.insert(key, why);
+    }
+    match worst {
+        Refusal::NotFound => AppError::ProductNotFound(details),
+        Refusal::Discontinued => AppError::ProductDiscontinued(details),
+        Refusal::InsufficientStock => AppError::InsufficientStock(details),
+    }
+}
+
+/// Sells `order` if every line can be sold, in one statement (one round trip,
+/// atomic on its own): lock the products in id order (the order every writer
+/// uses, so orders cannot deadlock), decrement only when every line passes,
+/// insert the order, its lines and its audit record. When nothing was sold,
+/// the same statement returns each line as judged under lock, so the error
+/// cannot be contradicted by a concurrent restock.
+pub async fn process(
+    db: &PgPool,
+    order: &NewOrder,
+    audit: &AuditEntry,
+) -> Result<Processed, AppError> {
+    // Texts that cannot be ids become NULL: found by nothing, reported as not found.
+    let ids: Vec<Option<i64>> = order
+        .lines
+        .iter()
+        .map(|line| line.product.map(ProductId::get))
+        .collect();
+    let quantities: Vec<i32> = order.lines.iter().map(|line| line.quantity).collect();
+    let entry = serde_json::to_value(audit).map_err(|e| AppError::Internal(e.into()))?;
+    let rows = sqlx::query!(
+        r#"with req as (
+               select * from unnest($2::bigint[], $3::int[]) with ordinality as r(id, qty, line_no)
+           ), locked as materialized (
+               select id, price, quantity, discontinued_at is not null as discontinued
+                 from product
+                where manager_id = $1 and id in (select id from req)
+                order by id
+                  for update
+           ), sellable as materialized (
+               select count(*) = cardinality($3::int[]) as ok
+                 from req join locked l using (id)
+                where not l.discontinued and l.quantity >= req.qty
+           ), sold as (
+               update product p
+                  set quantity = p.quantity - r.qty, updated_at = now()
+                 from req r, sellable s
+                where s.ok and p.manager_id = $1 and p.id = r.id
+            returning p.id, p.price, r.qty, r.line_no
+           ), placed as (
+               insert into customer_order (manager_id, customer_id, customer_email, total_amount)
+               select $1, $4, $5, sum(price * qty) from sold having count(*) > 0
+            returning id, total_amount
+           ), order_lines as (
+               insert into order_line (manager_id, order_id, line_no, product_id, quantity, unit_price)
+               select $1, o.id, s.line_no, s.id, s.qty, s.price from placed o, sold s
+           ), audited as (
+               insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
+                                      error_code, duration_ms, client_addr, product_ids, order_id)
+               select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
+                      a.error_code, a.duration_ms, a.client_addr,
+                      (select array_agg(id order by id) from sold), o.id
+                 from jsonb_populate_record(null::audit_log, $6) a, placed o
+           )
+           select r.line_no as "line_no!", r.qty as "requested!", l.quantity as "available?",
+                  l.discontinued as "discontinued?", o.id as "order_id?", o.total_amount as "total?"
+             from req r
+             left join locked l using (id)
+             left join placed o on true
+            order by r.line_no"#,
+        order.manager.as_str(),
+        &ids as _,
+        &quantities,
+        order.customer_id.as_str(),
+        order.customer_email,
+        entry,
+    )
+    .fetch_all(db)
+    .await?;
+    match rows.first() {
+        Some(first) if first.order_id.is_some() => Ok(Processed {
+            order_id: OrderId::from_db(first.order_id.unwrap_or_default()),
+            total: Money::from_decimal(first.total.unwrap_or(Decimal::ZERO)),
+        }),
+        _ => Err(refusal(
+            &rows
+                .iter()
+                .map(|r| LineCheck {
+                    line_no: r.line_no,
+                    requested: r.requested,
+                    available: r.available,
+                    discontinued: r.discontinued,
+                })
+                .collect::<Vec<_>>(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(
+        line_no: i64,
+        requested: i32,
+        available: Option<i32>,
+        discontinued: Option<bool>,
+    ) -> LineCheck {
+        LineCheck {
+            line_no,
+            requested,
+            available,
+            discontinued,
+        }
+    }
+
+    #[test]
+    fn not_found_wins_and_lists_every_missing_line() {
+        let err = refusal(&[
+            line(1, 5, Some(1), Some(false)),
+            line(2, 1, None, None),
+            line(3, 1, Some(0), Some(true)),
+            line(4, 1, None, None),
+        ]);
+        let AppError::ProductNotFound(details) = err else {
+            panic!("expected 404")
+        };
+        assert_eq!(
+            details.keys().collect::<Vec<_>>(),
+            ["products[1].product_id", "products[3].product_id"]
+        );
+    }
+
+    #[test]
+    fn discontinued_comes_before_stock() {
+        let err = refusal(&[
+            line(1, 5, Some(1), Some(false)),
+            line(2, 1, Some(9), Some(true)),
+        ]);
+        let AppError::ProductDiscontinued(details) = err else {
+            panic!("expected 409 discontinued")
+        };
+        assert_eq!(details["products[1].product_id"], "is discontinued");
+    }
+
+    #[test]
+    fn stock_shortfalls_say_what_was_asked_and_what_is_there() {
+        let err = refusal(&[
+            line(1, 5, Some(2), Some(false)),
+            line(2, 1, Some(0), Some(false)),
+        ]);
+        let AppError::InsufficientStock(details) = err else {
+            panic!("expected 409 stock")
+        };
+        assert_eq!(details["products[0].quantity"], "requested 5, available 2");
+        assert_eq!(details["products[1].quantity"], "requested 1, available 0");
+    }
+
+    #[test]
+    fn a_refusal_with_no_failing_line_is_an_internal_error() {
+        assert!(matches!(
+            refusal(&[line(1, 1, Some(5), Some(false))]),
+            AppError::Internal(_)
+        ));
+    }
+}

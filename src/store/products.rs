@@ -1,0 +1,367 @@
+//! Products: list, add or update in one transaction, discontinue.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::{
+    audit::AuditEntry,
+    domain::{
+        ManagerId, Money, ProductId,
+        problems::Details,
+        product::{ProductStatus, UpsertProducts},
+    },
+    error::AppError,
+};
+
+/// A product as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Product, example = json!({"id": "prod_001", "name": "Premium Coffee Beans", "price": 15.99, "quantity": 100}))]
+pub struct ProductRow {
+    /// Public id, `prod_001` onwards.
+    #[schema(value_type = String, example = "prod_001")]
+    pub id: ProductId,
+    /// Name, trimmed, unique per manager (case-insensitive).
+    pub name: String,
+    /// Price, a number with at most 2 decimals.
+    #[schema(value_type = f64, example = 15.99)]
+    pub price: Money,
+    /// Units in stock.
+    pub quantity: i32,
+}
+
+/// One page of a manager's products.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Whose products.
+    pub manager: ManagerId,
+    /// Only products with this status, if given.
+    pub status: Option<ProductStatus>,
+    /// Products with ids above this one.
+    pub after: Option<ProductId>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// The page `query` asks for, ordered by id.
+pub async fn list(db: &PgPool, query: &ListQuery) -> Result<Vec<ProductRow>, sqlx::Error> {
+    // The status is derived here exactly as `ProductStatus::of` derives it.
+    sqlx::query_as!(
+        ProductRow,
+        r#"select id as "id: ProductId", name, price as "price: Money", quantity
+             from product
+            where manager_id = $1
+              and id > $2
+              and case $3::text
+                    when 'in_stock' then discontinued_at is null and quantity > 0
+                    when 'out_of_stock' then discontinued_at is null and quantity = 0
+                    when 'discontinued' then discontinued_at is not null
+                    else true
+                  end
+            order by id
+            limit $4"#,
+        query.manager.as_str(),
+        query.after.map_or(0, ProductId::get),
+        query.status.map(ProductStatus::as_str),
+        query.limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// A product the batch touches, as it was before the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    /// Its id.
+    pub id: ProductId,
+    /// Its name, lower-cased.
+    pub key: String,
+}
+
+/// Decides, for each item of `batch`, which existing product it updates
+/// (`Some`) or that it creates one (`None`), given the manager's products
+/// that match the batch's ids and names. Refuses ids that are not the
+/// manager's (404), two items that resolve to one product (400), and new
+/// names that another product already has (409).
+pub fn plan(
+    batch: &UpsertProducts,
+    existing: &[Existing],
+) -> Result<Vec<Option<ProductId>>, AppError> {
+    let by_id: HashMap<_, _> = existing.iter().map(|e| (e.id, e)).collect();
+    let by_key: HashMap<_, _> = existing.iter().map(|e| (e.key.as_str(), e.id)).collect();
+    let (mut missing, mut twice, mut taken) = (Details::new(), Details::new(), Details::new());
+    let mut claimed: HashMap<ProductId, usize> = HashMap::new();
+    let mut targets = Vec::with_capacity(batch.items.len());
+    for (i, item) in batch.items.iter().enumerate() {
+        let key = item.name.key();
+        let target = match item.id {
+            Some(Some(id)) if by_id.contains_key(&id) => Some(id),
+            Some(id) => {
+                let shown = id.map_or_else(|| "this id".to_owned(), |id| id.to_string());
+                missing.insert(
+                    format!("products[{i}].id"),
+                    format!("{shown} is not a product of this manager"),
+                );
+                continue;
+            }
+            None => by_key.get(key.as_str()).copied(),
+        };
+        if let Some(id) = target {
+            if let Some(first) = claimed.insert(id, i) {
+                twice.insert(
+                    format!("products[{i}]"),
+                    format!("{id} is also updated by products[{first}]"),
+                );
+            }
+            if let Some(&holder) = by_key.get(key.as_str())
+                && holder != id
+            {
+                taken.insert(
+                    format!("products[{i}].name"),
+                    format!("{holder} already has this name"),
+                );
+            }
+        }
+        targets.push(target);
+    }
+    if !missing.is_empty() {
+        Err(AppError::ProductNotFound(missing))
+    } else if !twice.is_empty() {
+        Err(AppError::InvalidRequest(twice))
+    } else if !taken.is_empty() {
+        Err(AppError::ProductNameTaken(taken))
+    } else {
+        Ok(targets)
+    }
+}
+
+/// Adds or updates every item of `batch` in one transaction, with its audit
+/// record, and returns the products in request order. A concurrent request
+/// creating the same name makes the transaction retry (at most 3 times).
+pub async fn upsert(
+    db: &PgPool,
+    batch: &UpsertProducts,
+    audit: &AuditEntry,
+) -> Result<Vec<ProductRow>, AppError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match upsert_once(db, batch, audit).await {
+            Err(UpsertError::Sql(err))
+                if attempt < 3 && violates(&err, "product_manager_name_key") =>
+            {
+                continue;
+            }
+            Err(UpsertError::Sql(err)) if violates(&err, "product_manager_name_key") => {
+                return Err(AppError::ProductNameTaken(Details::from([(
+                    "products".to_owned(),
+                    "another request is changing these names; try again".to_owned(),
+                )])));
+            }
+            Err(UpsertError::Sql(err)) => return Err(err.into()),
+            Err(UpsertError::Refused(err)) => return Err(err),
+            Ok(rows) => return Ok(rows),
+        }
+    }
+}
+
+use super::violates;
+
+enum UpsertError {
+    Sql(sqlx::Error),
+    Refused(AppError),
+}
+
+impl From<sqlx::Error> for UpsertError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Sql(err)
+    }
+}
+
+async fn upsert_once(
+    db: &PgPool,
+    batch: &UpsertProducts,
+    audit: &AuditEntry,
+) -> Result<Vec<ProductRow>, UpsertError> {
+    let ids: Vec<i64> = batch
+        .items
+        .iter()
+        .filter_map(|item| item.id.flatten().map(ProductId::get))
+        .collect();
+    let keys: Vec<String> = batch.items.iter().map(|item| item.name.key()).collect();
+    let mut tx = db.begin().await?;
+    // Lock in id order, as every writer does, so two writers cannot deadlock.
+    let existing = sqlx::query_as!(
+        Existing,
+        r#"select id as "id: ProductId", lower(name) as "key!"
+             from product
+            where manager_id = $1 and (id = any($2) or lower(name) = any($3))
+            order by id
+              for update"#,
+        batch.manager.as_str(),
+        &ids,
+        &keys,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let targets = plan(batch, &existing).map_err(UpsertError::Refused)?;
+
+    let target_ids: Vec<Option<i64>> = targets.iter().map(|t| t.map(ProductId::get)).collect();
+    let names: Vec<&str> = batch.items.iter().map(|item| item.name.as_str()).collect();
+    let prices: Vec<_> = batch.items.iter().map(|item| item.price.amount()).collect();
+    let quantities: Vec<i32> = batch.items.iter().map(|item| item.quantity).collect();
+    let entry = serde_json::to_value(audit).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let rows = sqlx::query_as!(
+        ProductRow,
+        r#"with input as materialized (
+               select t.ord, coalesce(t.id, nextval('product_id_seq')) as id, t.id is null as is_new,
+                      t.name, t.price, t.quantity
+                 from unnest($2::bigint[], $3::text[], $4::numeric[], $5::int[])
+                      with ordinality as t(id, name, price, quantity, ord)
+           ), updated as (
+               update product p
+                  set name = i.name, price = i.price, quantity = i.quantity, updated_at = now()
+                 from input i
+                where not i.is_new and p.manager_id = $1 and p.id = i.id
+           ), inserted as (
+               insert into product (manager_id, id, name, price, quantity)
+               select $1, id, name, price, quantity from input where is_new order by ord
+           ), audited as (
+               insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
+                                      error_code, duration_ms, client_addr, product_ids, order_id)
+               select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
+                      a.error_code, a.duration_ms, a.client_addr,
+                      (select array_agg(id order by ord) from input), null
+                 from jsonb_populate_record(null::audit_log, $6) a
+           )
+           select id as "id!: ProductId", name as "name!", price as "price!: Money", quantity as "quantity!"
+             from input
+            order by ord"#,
+        batch.manager.as_str(),
+        &target_ids as _,
+        &names as _,
+        &prices,
+        &quantities,
+        entry,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Marks a product discontinued (again is fine) with its audit record.
+/// `None` when the product is not the manager's.
+pub async fn discontinue(
+    db: &PgPool,
+    manager: &ManagerId,
+    product: ProductId,
+    audit: &AuditEntry,
+) -> Result<Option<ProductId>, sqlx::Error> {
+    let entry = serde_json::to_value(audit).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query_scalar!(
+        r#"with done as (
+               update product
+                  set discontinued_at = coalesce(discontinued_at, now()), updated_at = now()
+                where manager_id = $1 and id = $2
+            returning id
+           ), audited as (
+               insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
+                                      error_code, duration_ms, client_addr, product_ids, order_id)
+               select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
+                      a.error_code, a.duration_ms, a.client_addr, array[d.id], null
+                 from jsonb_populate_record(null::audit_log, $3) a, done d
+           )
+           select id as "id!: ProductId" from done"#,
+        manager.as_str(),
+        product.get(),
+        entry,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn batch(items: serde_json::Value) -> UpsertProducts {
+        UpsertProducts::parse(&json!({"manager_id": "m", "products": items})).unwrap()
+    }
+
+    fn existing(id: i64, key: &str) -> Existing {
+        Existing {
+            id: ProductId::from_db(id),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn matches_by_name_or_id_and_creates_the_rest() {
+        let b = batch(json!([
+            {"name": "MUG", "price": 1, "quantity": 1},
+            {"id": "prod_002", "name": "Renamed", "price": 1, "quantity": 1},
+            {"name": "New", "price": 1, "quantity": 1}
+        ]));
+        let plan = plan(&b, &[existing(1, "mug"), existing(2, "old")]).unwrap();
+        assert_eq!(
+            plan,
+            [
+                Some(ProductId::from_db(1)),
+                Some(ProductId::from_db(2)),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_ids_are_not_found() {
+        let b = batch(json!([
+            {"id": "prod_009", "name": "A", "price": 1, "quantity": 1},
+            {"id": "nope", "name": "B", "price": 1, "quantity": 1}
+        ]));
+        let Err(AppError::ProductNotFound(details)) = plan(&b, &[]) else {
+            panic!("expected 404")
+        };
+        assert_eq!(
+            details["products[0].id"],
+            "prod_009 is not a product of this manager"
+        );
+        assert_eq!(
+            details["products[1].id"],
+            "this id is not a product of this manager"
+        );
+    }
+
+    #[test]
+    fn two_items_for_one_product_are_invalid() {
+        let b = batch(json!([
+            {"id": "prod_001", "name": "Other", "price": 1, "quantity": 1},
+            {"name": "mug", "price": 1, "quantity": 1}
+        ]));
+        let Err(AppError::InvalidRequest(details)) = plan(&b, &[existing(1, "mug")]) else {
+            panic!("expected 400")
+        };
+        assert_eq!(
+            details["products[1]"],
+            "prod_001 is also updated by products[0]"
+        );
+    }
+
+    #[test]
+    fn renaming_onto_another_products_name_is_a_conflict() {
+        let b = batch(json!([{"id": "prod_001", "name": "Tea", "price": 1, "quantity": 1}]));
+        let Err(AppError::ProductNameTaken(details)) =
+            plan(&b, &[existing(1, "mug"), existing(2, "tea")])
+        else {
+            panic!("expected 409")
+        };
+        assert_eq!(
+            details["products[0].name"],
+            "prod_002 already has this name"
+        );
+    }
+}
