@@ -40,7 +40,14 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The audit record of this request with the given outcome.
+    /// Milliseconds since the request arrived.
+    pub fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// The audit record of this request with the given outcome. For a write,
+    /// `duration_ms` is the time until the write's statement was sent; the
+    /// statement adds the time it took itself.
     pub fn entry(&self, status: u16, error_code: Option<&'static str>) -> AuditEntry {
         AuditEntry {
             occurred_at: self.occurred_at,
@@ -55,7 +62,7 @@ impl RequestContext {
             query: self.query.clone(),
             status,
             error_code,
-            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms: self.elapsed_ms(),
             client_addr: self.client.map(|addr| addr.ip().to_string()),
             product_ids: Vec::new(),
             order_id: None,

@@ -78,11 +78,7 @@ pub async fn add_products(
     let products = store::products::upsert(&state.db, &batch, &entry).await?;
     entry.product_ids = products.iter().map(|p| p.id.get()).collect();
     invalidate(&state, &batch.manager).await;
-    Ok(written(
-        StatusCode::CREATED,
-        Json(ProductsResponse { products }),
-        entry,
-    ))
+    Ok(written(StatusCode::CREATED, Json(ProductsResponse { products }), entry, &context))
 }
 
 /// The query of a product list, validated.
@@ -332,7 +328,7 @@ pub async fn discontinue_product(
     };
     entry.product_ids = vec![id.get()];
     invalidate(&state, &request.manager).await;
-    Ok(written(StatusCode::NO_CONTENT, (), entry))
+    Ok(written(StatusCode::NO_CONTENT, (), entry, &context))
 }
 
 #[cfg(test)]

@@ -85,5 +85,5 @@ pub async fn process_order(
         status: "processed",
         total_amount: done.total,
     };
-    Ok(written(StatusCode::OK, Json(response), entry))
+    Ok(written(StatusCode::OK, Json(response), entry, &context))
 }

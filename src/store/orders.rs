@@ -136,7 +136,9 @@ pub async fn process(
                insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                       error_code, duration_ms, client_addr, product_ids, order_id)
                select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-                      a.error_code, a.duration_ms, a.client_addr,
+                      a.error_code,
+                      a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
+                      a.client_addr,
                       (select array_agg(id order by id) from sold), o.id
                  from jsonb_populate_record(null::audit_log, $6) a, placed o
            )

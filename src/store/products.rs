@@ -231,7 +231,9 @@ async fn upsert_once(
                insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                       error_code, duration_ms, client_addr, product_ids, order_id)
                select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-                      a.error_code, a.duration_ms, a.client_addr,
+                      a.error_code,
+                      a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
+                      a.client_addr,
                       (select array_agg(id order by ord) from input), null
                  from jsonb_populate_record(null::audit_log, $6) a
            )
@@ -270,7 +272,9 @@ pub async fn discontinue(
                insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                       error_code, duration_ms, client_addr, product_ids, order_id)
                select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-                      a.error_code, a.duration_ms, a.client_addr, array[d.id], null
+                      a.error_code,
+                      a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
+                      a.client_addr, array[d.id], null
                  from jsonb_populate_record(null::audit_log, $3) a, done d
            )
            select id as "id!: ProductId" from done"#,
