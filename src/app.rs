@@ -60,20 +60,13 @@ impl Application {
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight
     /// finish and writes every queued audit record before returning.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
@@ -84,11 +77,7 @@ impl Application {
 }
 
 /// The shared state and the audit writer behind it.
-pub async fn state(
-    settings: Settings,
-    db: PgPool,
-    redis_url: Option<&str>,
-) -> anyhow::Result<(AppState, AuditWriter)> {
+pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> anyhow::Result<(AppState, AuditWriter)> {
     let window = Duration::from_secs(settings.rate_limit_window_secs);
     let ttl = Duration::from_secs(settings.cache_ttl_secs);
     let (limiter, cache) = match redis_url {
@@ -99,12 +88,7 @@ pub async fn state(
                 .context("could not connect to Redis (check REDIS_URL)")?;
             let prefix = settings.redis_key_prefix.as_str();
             (
-                Limiter::Redis(RedisLimiter::new(
-                    conn.clone(),
-                    settings.rate_limit_max,
-                    window,
-                    prefix,
-                )),
+                Limiter::Redis(RedisLimiter::new(conn.clone(), settings.rate_limit_max, window, prefix)),
                 ListCache::shared(conn, settings.cache_max_entries, ttl, prefix),
             )
         }
@@ -113,11 +97,7 @@ pub async fn state(
             ListCache::in_memory(settings.cache_max_entries, ttl),
         ),
     };
-    let (audit, writer) = AuditSink::spawn(
-        db.clone(),
-        settings.audit_queue_capacity,
-        settings.audit_batch_size,
-    );
+    let (audit, writer) = AuditSink::spawn(db.clone(), settings.audit_queue_capacity, settings.audit_batch_size);
     let state = AppState {
         db,
         settings: Arc::new(settings),

@@ -165,10 +165,7 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!((serve.port, serve.settings.rate_limit_max), (0, 5));
-        assert!(matches!(
-            parse(&["migrate"]).unwrap().command,
-            Command::Migrate(_)
-        ));
+        assert!(matches!(parse(&["migrate"]).unwrap().command, Command::Migrate(_)));
     }
 
     #[test]

@@ -99,23 +99,15 @@ impl AppError {
             ProductDiscontinued(d) => (StatusCode::CONFLICT, "PRODUCT_DISCONTINUED", d.clone()),
             InsufficientStock(d) => (StatusCode::CONFLICT, "INSUFFICIENT_STOCK", d.clone()),
             ProductNameTaken(d) => (StatusCode::CONFLICT, "PRODUCT_NAME_TAKEN", d.clone()),
-            RateLimited {
-                retry_after_secs, ..
-            } => (
+            RateLimited { retry_after_secs, .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMIT_EXCEEDED",
-                field(
-                    "manager_id",
-                    format!("{self}; retry in {retry_after_secs} seconds"),
-                ),
+                field("manager_id", format!("{self}; retry in {retry_after_secs} seconds")),
             ),
             IdempotencyKeyReused => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "IDEMPOTENCY_KEY_REUSED",
-                field(
-                    "Idempotency-Key",
-                    "was first used with a different body".into(),
-                ),
+                field("Idempotency-Key", "was first used with a different body".into()),
             ),
             IdempotencyKeyInUse => (
                 StatusCode::CONFLICT,
@@ -126,22 +118,10 @@ impl AppError {
                 ),
             ),
             NoRoute => (StatusCode::NOT_FOUND, "NOT_FOUND", Details::new()),
-            MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                Details::new(),
-            ),
-            Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SERVICE_UNAVAILABLE",
-                Details::new(),
-            ),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", Details::new()),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", Details::new()),
             Timeout => (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT", Details::new()),
-            Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL_ERROR",
-                Details::new(),
-            ),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", Details::new()),
         }
     }
 
@@ -162,10 +142,9 @@ impl From<sqlx::Error> for AppError {
     /// bug or a broken invariant, a 500.
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => Self::Unavailable(err.into()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(err.into())
+            }
             sqlx::Error::Database(ref db) if is_unavailable_state(db.code().as_deref()) => {
                 Self::Unavailable(err.into())
             }
@@ -177,9 +156,7 @@ impl From<sqlx::Error> for AppError {
 /// SQLSTATE classes that mean "the database cannot serve right now":
 /// 08 connection exception, 53 insufficient resources, 57P01..57P03 shutdown.
 fn is_unavailable_state(code: Option<&str>) -> bool {
-    code.is_some_and(|c| {
-        c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03")
-    })
+    code.is_some_and(|c| c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03"))
 }
 
 /// The error body, as the brief shows it.
@@ -227,10 +204,7 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (status, Json(envelope)).into_response();
-        if let Self::RateLimited {
-            retry_after_secs, ..
-        } = self
-        {
+        if let Self::RateLimited { retry_after_secs, .. } = self {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -300,9 +274,7 @@ mod tests {
             response.extensions().get::<ErrorCode>(),
             Some(&ErrorCode("INTERNAL_ERROR"))
         );
-        let body = axum::body::to_bytes(response.into_body(), 10_000)
-            .await
-            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 10_000).await.unwrap();
         assert!(!String::from_utf8_lossy(&body).contains("secret"));
     }
 }

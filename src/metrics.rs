@@ -42,8 +42,7 @@ pub fn request(route: &str, method: &str, status: u16, elapsed: Duration) {
 
 /// A product-list cache lookup.
 pub fn cache_lookup(hit: bool) {
-    counter!("product_cache_lookups_total", "result" => if hit { "hit" } else { "miss" })
-        .increment(1);
+    counter!("product_cache_lookups_total", "result" => if hit { "hit" } else { "miss" }).increment(1);
 }
 
 /// A request refused by the rate limiter.

@@ -86,10 +86,7 @@ return redis.call('INCR', KEYS[1])
 
 impl ListCache {
     fn lists(capacity: u64, ttl: Duration) -> Cache<Key, CachedList> {
-        Cache::builder()
-            .max_capacity(capacity)
-            .time_to_live(ttl)
-            .build()
+        Cache::builder().max_capacity(capacity).time_to_live(ttl).build()
     }
 
     /// A cache whose generations live in this process.
@@ -125,9 +122,7 @@ impl ListCache {
             Generations::Memory { current, next } => Ok(current
                 .get_with_by_ref(manager, async { next.fetch_add(1, Ordering::SeqCst) + 1 })
                 .await),
-            Generations::Redis {
-                conn, read, prefix, ..
-            } => Ok(read
+            Generations::Redis { conn, read, prefix, .. } => Ok(read
                 .key(format!("{prefix}gen:{manager}"))
                 .invoke_async(&mut conn.clone())
                 .await?),
@@ -144,9 +139,7 @@ impl ListCache {
                     .await;
                 Ok(())
             }
-            Generations::Redis {
-                conn, bump, prefix, ..
-            } => {
+            Generations::Redis { conn, bump, prefix, .. } => {
                 let _: u64 = bump
                     .key(format!("{prefix}gen:{manager}"))
                     .invoke_async(&mut conn.clone())
@@ -157,22 +150,13 @@ impl ListCache {
     }
 
     /// The list stored for this manager, generation and query.
-    pub async fn get(
-        &self,
-        manager: &ManagerId,
-        generation: u64,
-        query: &str,
-    ) -> Option<CachedList> {
-        self.lists
-            .get(&(manager.clone(), generation, query.to_owned()))
-            .await
+    pub async fn get(&self, manager: &ManagerId, generation: u64, query: &str) -> Option<CachedList> {
+        self.lists.get(&(manager.clone(), generation, query.to_owned())).await
     }
 
     /// Stores a list for this manager, generation and query.
     pub async fn put(&self, manager: &ManagerId, generation: u64, query: String, list: CachedList) {
-        self.lists
-            .insert((manager.clone(), generation, query), list)
-            .await;
+        self.lists.insert((manager.clone(), generation, query), list).await;
     }
 }
 
@@ -193,11 +177,7 @@ mod tests {
         let cache = ListCache::in_memory(100, Duration::from_secs(60));
         let m = ManagerId::parse("m").unwrap();
         let g1 = cache.generation(&m).await.unwrap();
-        assert_eq!(
-            cache.generation(&m).await.unwrap(),
-            g1,
-            "stable until a write"
-        );
+        assert_eq!(cache.generation(&m).await.unwrap(), g1, "stable until a write");
         cache.put(&m, g1, "q".into(), list("old")).await;
         assert_eq!(cache.get(&m, g1, "q").await.unwrap().body, "old");
         cache.invalidate(&m).await.unwrap();
@@ -209,10 +189,7 @@ mod tests {
     #[tokio::test]
     async fn managers_do_not_share_generations() {
         let cache = ListCache::in_memory(100, Duration::from_secs(60));
-        let (a, b) = (
-            ManagerId::parse("a").unwrap(),
-            ManagerId::parse("b").unwrap(),
-        );
+        let (a, b) = (ManagerId::parse("a").unwrap(), ManagerId::parse("b").unwrap());
         let gb = cache.generation(&b).await.unwrap();
         cache.invalidate(&a).await.unwrap();
         assert_eq!(cache.generation(&b).await.unwrap(), gb);

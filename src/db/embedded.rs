@@ -150,11 +150,7 @@ impl EmbeddedPostgres {
 
     /// Starts the cluster in `data_dir` with the binaries in `bin_dir`, taking each port
     /// to try from `next_port`.
-    async fn start_with(
-        data_dir: &Path,
-        bin_dir: PathBuf,
-        mut next_port: impl FnMut() -> Result<u16>,
-    ) -> Result<Self> {
+    async fn start_with(data_dir: &Path, bin_dir: PathBuf, mut next_port: impl FnMut() -> Result<u16>) -> Result<Self> {
         let began = Instant::now();
         let euid = current_euid()?;
         let run_as = run_as_for(euid)?;
@@ -391,11 +387,7 @@ fn parse_version(name: &str) -> Option<Vec<u32>> {
 
 /// The major version in `postgres --version` output (`15`, or `9.6` before 10).
 fn major_version(version_output: &str) -> Option<String> {
-    let version = version_output
-        .split_once("(PostgreSQL)")?
-        .1
-        .split_whitespace()
-        .next()?;
+    let version = version_output.split_once("(PostgreSQL)")?.1.split_whitespace().next()?;
     let mut numbers = version
         .split(|c: char| !c.is_ascii_digit())
         .filter(|part| !part.is_empty());
@@ -469,12 +461,10 @@ fn run_as_for(euid: u32) -> Result<Option<RunAs>> {
 /// new folder to the `postgres` user (mode 0700) and checks that user can reach it;
 /// otherwise checks the folder is ours.
 fn prepare_data_dir(data_dir: &Path, euid: u32, run_as: Option<RunAs>) -> Result<PathBuf> {
-    fs::create_dir_all(data_dir)
-        .with_context(|| format!("could not create the data folder {}", data_dir.display()))?;
+    fs::create_dir_all(data_dir).with_context(|| format!("could not create the data folder {}", data_dir.display()))?;
     let dir = fs::canonicalize(data_dir)
         .with_context(|| format!("could not resolve the data folder {}", data_dir.display()))?;
-    let meta =
-        fs::metadata(&dir).with_context(|| format!("could not inspect {}", dir.display()))?;
+    let meta = fs::metadata(&dir).with_context(|| format!("could not inspect {}", dir.display()))?;
     let has_cluster = dir.join("PG_VERSION").exists();
     let owner = run_as.map_or(euid, |user| user.uid);
     if has_cluster {
@@ -495,9 +485,8 @@ fn prepare_data_dir(data_dir: &Path, euid: u32, run_as: Option<RunAs>) -> Result
         }
     } else {
         if let Some(user) = run_as {
-            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)).with_context(|| {
-                format!("could not hand {} to the `{OS_USER}` user", dir.display())
-            })?;
+            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("could not hand {} to the `{OS_USER}` user", dir.display()))?;
         } else if meta.uid() != euid {
             bail!(
                 "the data folder {} belongs to uid {}, not to this process's uid {euid}: \
@@ -601,22 +590,14 @@ async fn initdb(bin_dir: &Path, data_dir: &Path, run_as: Option<RunAs>) -> Resul
     ]);
     let output = run(cmd).await?;
     if !output.status.success() {
-        bail!(
-            "initdb failed for {}:\n{}",
-            data_dir.display(),
-            output_text(&output)
-        );
+        bail!("initdb failed for {}:\n{}", data_dir.display(), output_text(&output));
     }
     Ok(())
 }
 
 /// Fails clearly if the cluster in `data_dir` was made by another major version than
 /// the binaries in `bin_dir`.
-async fn check_cluster_version(
-    bin_dir: &Path,
-    data_dir: &Path,
-    run_as: Option<RunAs>,
-) -> Result<()> {
+async fn check_cluster_version(bin_dir: &Path, data_dir: &Path, run_as: Option<RunAs>) -> Result<()> {
     let cluster = fs::read_to_string(data_dir.join("PG_VERSION"))
         .with_context(|| format!("could not read {}/PG_VERSION", data_dir.display()))?;
     let cluster = cluster.trim();
@@ -678,18 +659,13 @@ async fn clear_leftover(bin_dir: &Path, data_dir: &Path, run_as: Option<RunAs>) 
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .context("could not find a free TCP port on 127.0.0.1")?;
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("could not find a free TCP port on 127.0.0.1")?;
     Ok(listener.local_addr()?.port())
 }
 
 /// Runs `pg_ctl start` on `port`, listening on 127.0.0.1 only, without a unix socket.
-async fn pg_ctl_start(
-    bin_dir: &Path,
-    data_dir: &Path,
-    run_as: Option<RunAs>,
-    port: u16,
-) -> Result<(), StartFailure> {
+async fn pg_ctl_start(bin_dir: &Path, data_dir: &Path, run_as: Option<RunAs>, port: u16) -> Result<(), StartFailure> {
     let log = data_dir.join(LOG_FILE);
     let log_offset = fs::metadata(&log).map_or(0, |meta| meta.len());
     let mut cmd = pg_command(bin_dir, "pg_ctl", run_as);
@@ -727,12 +703,7 @@ async fn pg_ctl_start(
 }
 
 /// `pg_ctl stop` in `mode` (`fast` or `immediate`), waiting for the server to exit.
-fn pg_ctl_stop_command(
-    bin_dir: &Path,
-    data_dir: &Path,
-    run_as: Option<RunAs>,
-    mode: &str,
-) -> Command {
+fn pg_ctl_stop_command(bin_dir: &Path, data_dir: &Path, run_as: Option<RunAs>, mode: &str) -> Command {
     let mut cmd = pg_command(bin_dir, "pg_ctl", run_as);
     cmd.arg("stop")
         .arg("-D")
@@ -906,8 +877,7 @@ mod tests {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             ));
             fs::create_dir_all(&path).expect("create test folder");
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                .expect("chmod test folder");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod test folder");
             Self(path)
         }
 
@@ -928,16 +898,7 @@ mod tests {
     fn psql(pg: &EmbeddedPostgres, sql: &str) -> Result<String> {
         let output = pg_command(&pg.bin_dir, "psql", None)
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args([
-                "-p",
-                &pg.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                DATABASE,
-                "-c",
-                sql,
-            ])
+            .args(["-p", &pg.port.to_string(), "-U", SUPERUSER, "-d", DATABASE, "-c", sql])
             .output()?;
         if !output.status.success() {
             bail!("psql failed: {}", output_text(&output));
@@ -1023,10 +984,7 @@ mod tests {
 
         let pg = EmbeddedPostgres::start(&data).await?;
         assert_eq!(psql(&pg, "select note from marker")?, "kept");
-        assert_eq!(
-            fs::metadata(data.join("PG_VERSION"))?.modified()?,
-            version_mtime
-        );
+        assert_eq!(fs::metadata(data.join("PG_VERSION"))?.modified()?, version_mtime);
         assert!(pg_isready(&pg.bin_dir, pg.port()));
         assert!(!pg_isready(&pg.bin_dir, first_port) || first_port == pg.port());
         pg.stop().await?;
@@ -1072,9 +1030,7 @@ mod tests {
     #[test]
     fn empty_pg_bin_gives_clear_error() {
         let tmp = TestDir::new("empty-bin");
-        let err = locate_bin_dir(Some(tmp.path().to_owned()))
-            .unwrap_err()
-            .to_string();
+        let err = locate_bin_dir(Some(tmp.path().to_owned())).unwrap_err().to_string();
         assert!(err.contains(&tmp.path().display().to_string()), "{err}");
         assert!(err.contains("initdb"), "{err}");
         assert!(err.contains("install"), "{err}");
@@ -1087,11 +1043,7 @@ mod tests {
         let dir = locate_bin_dir(None)?;
         assert!(dir.join("initdb").is_file() && !dir.join("initdb").is_symlink());
         for tool in REQUIRED_TOOLS {
-            assert!(
-                is_executable(&dir.join(tool)),
-                "{tool} missing in {}",
-                dir.display()
-            );
+            assert!(is_executable(&dir.join(tool)), "{tool} missing in {}", dir.display());
         }
         if Path::new("/usr/lib/postgresql/15/bin/initdb").exists() {
             assert!(dir.starts_with(DEBIAN_PG_ROOT), "{}", dir.display());
@@ -1106,11 +1058,7 @@ mod tests {
         for version in ["9.6", "10", "16", "notaversion"] {
             let bin = tmp.path().join(version).join("bin");
             fs::create_dir_all(&bin)?;
-            let tools: &[&str] = if version == "16" {
-                &["initdb"]
-            } else {
-                &REQUIRED_TOOLS
-            };
+            let tools: &[&str] = if version == "16" { &["initdb"] } else { &REQUIRED_TOOLS };
             for tool in tools {
                 fs::write(bin.join(tool), "#!/bin/sh\n")?;
                 fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755))?;
@@ -1124,14 +1072,8 @@ mod tests {
             major_version("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)").as_deref(),
             Some("15")
         );
-        assert_eq!(
-            major_version("postgres (PostgreSQL) 9.6.24").as_deref(),
-            Some("9.6")
-        );
-        assert_eq!(
-            major_version("postgres (PostgreSQL) 17beta1").as_deref(),
-            Some("17")
-        );
+        assert_eq!(major_version("postgres (PostgreSQL) 9.6.24").as_deref(), Some("9.6"));
+        assert_eq!(major_version("postgres (PostgreSQL) 17beta1").as_deref(), Some("17"));
         Ok(())
     }
 
@@ -1142,17 +1084,12 @@ mod tests {
         let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let taken_port = taken.local_addr()?.port();
         let mut offered = Vec::new();
-        let pg =
-            EmbeddedPostgres::start_with(&tmp.path().join("data"), locate_bin_dir(None)?, || {
-                let port = if offered.is_empty() {
-                    taken_port
-                } else {
-                    free_port()?
-                };
-                offered.push(port);
-                Ok(port)
-            })
-            .await?;
+        let pg = EmbeddedPostgres::start_with(&tmp.path().join("data"), locate_bin_dir(None)?, || {
+            let port = if offered.is_empty() { taken_port } else { free_port()? };
+            offered.push(port);
+            Ok(port)
+        })
+        .await?;
         assert_ne!(pg.port(), taken_port);
         assert_eq!(offered.len(), 2, "ports offered: {offered:?}");
         let log = fs::read_to_string(pg.data_dir.join(LOG_FILE))?;
@@ -1188,10 +1125,7 @@ mod tests {
         let old_pid = postmaster_running(&dir).expect("leftover postmaster");
 
         let pg = EmbeddedPostgres::start(&data).await?;
-        assert!(
-            !works_in(old_pid, &dir),
-            "the leftover postmaster still runs"
-        );
+        assert!(!works_in(old_pid, &dir), "the leftover postmaster still runs");
         assert!(!pg_isready(&bin_dir, old_port));
         assert_eq!(psql(&pg, "select 1")?, "1");
         pg.stop().await?;
@@ -1213,10 +1147,7 @@ mod tests {
         let mut gone = Command::new("true").spawn()?;
         let gone_pid = gone.id();
         gone.wait()?;
-        fs::write(
-            dir.join(PID_FILE),
-            format!("{gone_pid}\n{}\n", dir.display()),
-        )?;
+        fs::write(dir.join(PID_FILE), format!("{gone_pid}\n{}\n", dir.display()))?;
         let pg = EmbeddedPostgres::start(&data).await?;
         assert_eq!(psql(&pg, "select 1")?, "1");
         pg.stop().await?;
@@ -1229,10 +1160,7 @@ mod tests {
             sleeper.uid(user.uid).gid(user.gid);
         }
         let mut sleeper = sleeper.spawn()?;
-        fs::write(
-            dir.join(PID_FILE),
-            format!("{}\n{}\n", sleeper.id(), dir.display()),
-        )?;
+        fs::write(dir.join(PID_FILE), format!("{}\n{}\n", sleeper.id(), dir.display()))?;
         let started = EmbeddedPostgres::start(&data).await;
         sleeper.kill()?;
         sleeper.wait()?;
@@ -1267,10 +1195,7 @@ mod tests {
         let data = tmp.path().join("data");
         EmbeddedPostgres::start(&data).await?.stop().await?;
         fs::write(data.join("PG_VERSION"), "9.6\n")?;
-        let err = EmbeddedPostgres::start(&data)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = EmbeddedPostgres::start(&data).await.unwrap_err().to_string();
         assert!(err.contains("PostgreSQL 9.6 cluster"), "{err}");
         assert!(err.contains(&data.display().to_string()), "{err}");
         Ok(())
@@ -1282,10 +1207,7 @@ mod tests {
         let tmp = TestDir::new("in-use");
         let data = tmp.path().join("data");
         let pg = EmbeddedPostgres::start(&data).await?;
-        let err = EmbeddedPostgres::start(&data)
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = EmbeddedPostgres::start(&data).await.unwrap_err().to_string();
         assert!(err.contains("in use"), "{err}");
         assert_eq!(psql(&pg, "select 1")?, "1");
         pg.stop().await?;
@@ -1307,10 +1229,7 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains(&format!("enter {} ", private.display())),
-            "{err}"
-        );
+        assert!(err.contains(&format!("enter {} ", private.display())), "{err}");
         assert!(err.contains("postgres"), "{err}");
         Ok(())
     }
@@ -1351,14 +1270,8 @@ mod tests {
         assert!(!processes_in(&dir).is_empty());
         // While the parent lives, the watchdog leaves the cluster alone.
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(
-            pg_isready(&bin_dir, port),
-            "cluster stopped while its parent lives"
-        );
-        assert!(
-            process_start_time(watchdog).is_some(),
-            "watchdog exited early"
-        );
+        assert!(pg_isready(&bin_dir, port), "cluster stopped while its parent lives");
+        assert!(process_start_time(watchdog).is_some(), "watchdog exited early");
 
         child.kill()?; // SIGKILL: no Drop, no stop()
         child.wait()?;

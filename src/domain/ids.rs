@@ -129,19 +129,13 @@ mod tests {
         assert_eq!(ProductId::from_db(999).to_string(), "prod_999");
         assert_eq!(ProductId::from_db(1000).to_string(), "prod_1000");
         assert_eq!(OrderId::from_db(789).to_string(), "ord_789");
-        assert_eq!(
-            serde_json::to_string(&OrderId::from_db(5)).unwrap(),
-            "\"ord_005\""
-        );
+        assert_eq!(serde_json::to_string(&OrderId::from_db(5)).unwrap(), "\"ord_005\"");
     }
 
     #[test]
     fn public_ids_parse_only_their_own_spelling() {
         assert_eq!(ProductId::parse("prod_001"), Some(ProductId::from_db(1)));
-        assert_eq!(
-            ProductId::parse("prod_1000").map(ProductId::get),
-            Some(1000)
-        );
+        assert_eq!(ProductId::parse("prod_1000").map(ProductId::get), Some(1000));
         for bad in [
             "prod_1",
             "prod_01",

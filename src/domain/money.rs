@@ -85,41 +85,20 @@ mod tests {
 
     #[test]
     fn accepts_prices_with_up_to_two_decimals() {
-        for ok in [
-            "15.99",
-            "0.01",
-            "1000000",
-            "1000000.00",
-            "12.5",
-            "15.990",
-            "1e2",
-            "7",
-        ] {
+        for ok in ["15.99", "0.01", "1000000", "1000000.00", "12.5", "15.990", "1e2", "7"] {
             assert!(price(ok).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn rejects_prices_out_of_range_or_too_precise() {
-        assert_eq!(
-            price("15.999"),
-            Err("must have at most 2 decimal places".into())
-        );
-        assert_eq!(
-            price("0"),
-            Err("must be more than 0 and at most 1000000".into())
-        );
+        assert_eq!(price("15.999"), Err("must have at most 2 decimal places".into()));
+        assert_eq!(price("0"), Err("must be more than 0 and at most 1000000".into()));
         assert!(price("-1").is_err());
         assert!(price("1000000.01").is_err());
         assert!(price("1e300").is_err());
-        assert_eq!(
-            Money::parse_price(&json!("15.99")),
-            Err("must be a number".into())
-        );
-        assert_eq!(
-            Money::parse_price(&json!(true)),
-            Err("must be a number".into())
-        );
+        assert_eq!(Money::parse_price(&json!("15.99")), Err("must be a number".into()));
+        assert_eq!(Money::parse_price(&json!(true)), Err("must be a number".into()));
         assert_eq!(Money::parse_price(&Value::Null), Err("is required".into()));
     }
 

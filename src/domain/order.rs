@@ -42,21 +42,12 @@ impl NewOrder {
             bad.add("body", why);
             return Err(bad);
         }
-        let manager = bad.check(
-            "manager_id",
-            text(&body["manager_id"]).and_then(ManagerId::parse),
-        );
+        let manager = bad.check("manager_id", text(&body["manager_id"]).and_then(ManagerId::parse));
         let customer = &body["customer"];
         let (customer_id, customer_email) = match object(customer) {
             Ok(()) => (
-                bad.check(
-                    "customer.id",
-                    text(&customer["id"]).and_then(CustomerId::parse),
-                ),
-                bad.check(
-                    "customer.email",
-                    text(&customer["email"]).and_then(parse_email),
-                ),
+                bad.check("customer.id", text(&customer["id"]).and_then(CustomerId::parse)),
+                bad.check("customer.email", text(&customer["email"]).and_then(parse_email)),
             ),
             Err(_) if customer.is_null() => {
                 bad.add("customer", "is required");
@@ -78,18 +69,12 @@ impl NewOrder {
                 bad.add(format!("products[{i}]"), why);
                 continue;
             }
-            let product = bad.check(
-                at("product_id"),
-                text(&item["product_id"]).map(ProductId::parse),
-            );
+            let product = bad.check(at("product_id"), text(&item["product_id"]).map(ProductId::parse));
             let quantity = bad.check(at("quantity"), integer(&item["quantity"], 1..=1_000_000));
             if let Some(Some(id)) = product
                 && let Some(first) = seen.insert(id, i)
             {
-                bad.add(
-                    at("product_id"),
-                    format!("{id} is also in products[{first}]"),
-                );
+                bad.add(at("product_id"), format!("{id} is also in products[{first}]"));
             }
             if let (Some(product), Some(quantity)) = (product, quantity) {
                 lines.push(OrderLine {
@@ -112,10 +97,7 @@ impl NewOrder {
 /// An email address as RFC 5321/5322 allow, at most 254 characters, with a
 /// domain part (`a@b`).
 pub fn parse_email(value: &str) -> Result<String, String> {
-    let plausible = value.len() <= 254
-        && value.contains('@')
-        && !value.starts_with('@')
-        && !value.ends_with('@');
+    let plausible = value.len() <= 254 && value.contains('@') && !value.starts_with('@') && !value.ends_with('@');
     if plausible && email_address::EmailAddress::is_valid(value) {
         Ok(value.to_owned())
     } else {
@@ -189,10 +171,7 @@ mod tests {
                 "products[3]"
             ]
         );
-        assert_eq!(
-            problems["products[2].product_id"],
-            "prod_001 is also in products[0]"
-        );
+        assert_eq!(problems["products[2].product_id"], "prod_001 is also in products[0]");
     }
 
     #[test]
@@ -202,10 +181,9 @@ mod tests {
             .into_details();
         assert_eq!(problems["customer"], "is required");
         assert!(problems["products"].contains("between 1 and 100"));
-        let problems =
-            NewOrder::parse(&json!({"manager_id": "m", "customer": "x", "products": [{}]}))
-                .unwrap_err()
-                .into_details();
+        let problems = NewOrder::parse(&json!({"manager_id": "m", "customer": "x", "products": [{}]}))
+            .unwrap_err()
+            .into_details();
         assert_eq!(problems["customer"], "must be a JSON object");
         assert_eq!(problems["products[0].product_id"], "is required");
         assert!(NewOrder::parse(&json!(null)).is_err());
@@ -213,8 +191,7 @@ mod tests {
 
     #[test]
     fn unknown_product_texts_are_not_found_later_not_invalid() {
-        let order =
-            NewOrder::parse(&order(json!([{ "product_id": "banana", "quantity": 1 }]))).unwrap();
+        let order = NewOrder::parse(&order(json!([{ "product_id": "banana", "quantity": 1 }]))).unwrap();
         assert_eq!(order.lines[0].product, None);
     }
 

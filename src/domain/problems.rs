@@ -55,11 +55,7 @@ pub fn text(value: &Value) -> Result<&str, String> {
 pub fn list(value: &Value, len: RangeInclusive<usize>) -> Result<&[Value], String> {
     match value {
         Value::Array(items) if len.contains(&items.len()) => Ok(items),
-        Value::Array(_) => Err(format!(
-            "must have between {} and {} items",
-            len.start(),
-            len.end()
-        )),
+        Value::Array(_) => Err(format!("must have between {} and {} items", len.start(), len.end())),
         Value::Null => Err("is required".into()),
         _ => Err("must be an array".into()),
     }
@@ -68,13 +64,7 @@ pub fn list(value: &Value, len: RangeInclusive<usize>) -> Result<&[Value], Strin
 /// The integer at `value` within `range`. Only integers written as such are
 /// accepted: `true`, `"5"`, `1.5` and `1.0` are not integers.
 pub fn integer(value: &Value, range: RangeInclusive<i64>) -> Result<i64, String> {
-    let out_of_range = || {
-        format!(
-            "must be an integer from {} to {}",
-            range.start(),
-            range.end()
-        )
-    };
+    let out_of_range = || format!("must be an integer from {} to {}", range.start(), range.end());
     match value {
         Value::Number(n) if is_plain_integer(n.as_str()) => match n.as_i64() {
             Some(i) if range.contains(&i) => Ok(i),
@@ -141,13 +131,7 @@ mod tests {
         assert!(integer(&json!(-1), 0..=10).is_err());
         assert_eq!(integer(&json!(null), 0..=10), Err("is required".into()));
         assert!(integer(&serde_json::from_str("1e2").unwrap(), 0..=1000).is_err());
-        assert!(
-            integer(
-                &serde_json::from_str("99999999999999999999").unwrap(),
-                0..=10
-            )
-            .is_err()
-        );
+        assert!(integer(&serde_json::from_str("99999999999999999999").unwrap(), 0..=10).is_err());
     }
 
     #[test]
@@ -156,11 +140,7 @@ mod tests {
         assert_eq!(text(&json!(null)), Err("is required".into()));
         assert_eq!(text(&json!(1)), Err("must be a string".into()));
         assert_eq!(list(&json!([1]), 1..=2).map(<[Value]>::len), Ok(1));
-        assert!(
-            list(&json!([]), 1..=2)
-                .unwrap_err()
-                .contains("between 1 and 2")
-        );
+        assert!(list(&json!([]), 1..=2).unwrap_err().contains("between 1 and 2"));
         assert_eq!(list(&json!({}), 1..=2), Err("must be an array".into()));
         assert_eq!(list(&json!(null), 1..=2), Err("is required".into()));
         assert!(object(&json!({})).is_ok());

@@ -133,10 +133,7 @@ impl UpsertProducts {
             bad.add("body", why);
             return Err(bad);
         }
-        let manager = bad.check(
-            "manager_id",
-            text(&body["manager_id"]).and_then(ManagerId::parse),
-        );
+        let manager = bad.check("manager_id", text(&body["manager_id"]).and_then(ManagerId::parse));
         let items = bad
             .check("products", list(&body["products"], 1..=Self::MAX_ITEMS))
             .unwrap_or_default();
@@ -151,9 +148,7 @@ impl UpsertProducts {
             }
             let id = match &item["id"] {
                 Value::Null => Some(None),
-                value => bad
-                    .check(at("id"), text(value))
-                    .map(|t| Some(ProductId::parse(t))),
+                value => bad.check(at("id"), text(value)).map(|t| Some(ProductId::parse(t))),
             };
             let name = bad.check(at("name"), text(&item["name"]).and_then(ProductName::parse));
             let price = bad.check(at("price"), Money::parse_price(&item["price"]));
@@ -170,8 +165,7 @@ impl UpsertProducts {
             {
                 bad.add(at("name"), format!("products[{first}] has the same name"));
             }
-            if let (Some(id), Some(name), Some(price), Some(quantity)) = (id, name, price, quantity)
-            {
+            if let (Some(id), Some(name), Some(price), Some(quantity)) = (id, name, price, quantity) {
                 inputs.push(ProductInput {
                     id,
                     name,
@@ -180,12 +174,7 @@ impl UpsertProducts {
                 });
             }
         }
-        bad.into_result(|| {
-            manager.map(|manager| Self {
-                manager,
-                items: inputs,
-            })
-        })
+        bad.into_result(|| manager.map(|manager| Self { manager, items: inputs }))
     }
 }
 
@@ -206,14 +195,8 @@ impl Discontinue {
             bad.add("body", why);
             return Err(bad);
         }
-        let manager = bad.check(
-            "manager_id",
-            text(&body["manager_id"]).and_then(ManagerId::parse),
-        );
-        let product = bad.check(
-            "product_id",
-            text(&body["product_id"]).map(ProductId::parse),
-        );
+        let manager = bad.check("manager_id", text(&body["manager_id"]).and_then(ManagerId::parse));
+        let product = bad.check("product_id", text(&body["product_id"]).map(ProductId::parse));
         bad.into_result(|| {
             Some(Self {
                 manager: manager?,
@@ -314,14 +297,8 @@ mod tests {
         }))
         .unwrap_err()
         .into_details();
-        assert_eq!(
-            problems["products[1].name"],
-            "products[0] has the same name"
-        );
-        assert_eq!(
-            problems["products[3].id"],
-            "prod_001 is also in products[2]"
-        );
+        assert_eq!(problems["products[1].name"], "products[0] has the same name");
+        assert_eq!(problems["products[3].id"], "prod_001 is also in products[2]");
     }
 
     #[test]
@@ -339,16 +316,11 @@ mod tests {
         let too_many: Vec<_> = (0..1001)
             .map(|i| json!({"name": format!("p{i}"), "price": 1, "quantity": 1}))
             .collect();
-        let problems =
-            UpsertProducts::parse(&json!({"manager_id": "m", "products": too_many})).unwrap_err();
+        let problems = UpsertProducts::parse(&json!({"manager_id": "m", "products": too_many})).unwrap_err();
         assert!(problems.into_details().contains_key("products"));
-        let problems = UpsertProducts::parse(&json!([1]))
-            .unwrap_err()
-            .into_details();
+        let problems = UpsertProducts::parse(&json!([1])).unwrap_err().into_details();
         assert_eq!(problems["body"], "must be a JSON object");
-        let problems = UpsertProducts::parse(&json!({}))
-            .unwrap_err()
-            .into_details();
+        let problems = UpsertProducts::parse(&json!({})).unwrap_err().into_details();
         assert_eq!(problems["manager_id"], "is required");
         assert_eq!(problems["products"], "is required");
     }

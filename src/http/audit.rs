@@ -39,13 +39,9 @@ pub struct AuditResponse {
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     ))]
-pub async fn list_audit(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, AppError> {
+pub async fn list_audit(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
     let (manager, limit, after) = parse(query.as_deref())?;
-    let mut records =
-        store::audit::list(&state.db, manager.as_str(), after, i64::from(limit) + 1).await?;
+    let mut records = store::audit::list(&state.db, manager.as_str(), after, i64::from(limit) + 1).await?;
     let next = (records.len() > limit as usize).then(|| {
         records.truncate(limit as usize);
         let last = records.last().map_or(0, |r| r.id);
@@ -66,8 +62,7 @@ pub async fn list_audit(
 
 fn parse(query: Option<&str>) -> Result<(ManagerId, u32, Option<i64>), Problems> {
     let mut bad = Problems::default();
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
     let param = |name: &str| {
         pairs
             .iter()

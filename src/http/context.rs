@@ -52,11 +52,7 @@ impl RequestContext {
         AuditEntry {
             occurred_at: self.occurred_at,
             request_id: self.request_id.clone(),
-            manager_id: self
-                .manager
-                .as_ref()
-                .map(|m| m.as_str().to_owned())
-                .unwrap_or_default(),
+            manager_id: self.manager.as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default(),
             method: self.method.to_string(),
             path: self.path.clone(),
             query: self.query.clone(),
@@ -101,9 +97,7 @@ impl From<BodyError> for AppError {
         match err {
             BodyError::UnsupportedMediaType => AppError::UnsupportedMediaType,
             BodyError::TooLarge(limit) => AppError::PayloadTooLarge { limit },
-            BodyError::Malformed(why) => {
-                AppError::invalid("body", format!("is not valid JSON: {why}"))
-            }
+            BodyError::Malformed(why) => AppError::invalid("body", format!("is not valid JSON: {why}")),
             BodyError::Unreadable => AppError::invalid("body", "could not be read"),
         }
     }
@@ -124,9 +118,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JsonBody {
         match parts.extensions.remove::<ParsedBody>() {
             Some(ParsedBody(Ok(value))) => Ok(Self(value)),
             Some(ParsedBody(Err(err))) => Err(err.into()),
-            None => Err(AppError::Internal(anyhow::anyhow!(
-                "request body was not parsed"
-            ))),
+            None => Err(AppError::Internal(anyhow::anyhow!("request body was not parsed"))),
         }
     }
 }
@@ -156,10 +148,7 @@ pub async fn api_context(State(state): State<AppState>, request: Request, next: 
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
-        client: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
+        client: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
         occurred_at,
         started,
     };
@@ -175,9 +164,7 @@ pub async fn api_context(State(state): State<AppState>, request: Request, next: 
             retry_after_secs: decision.reset_secs,
         }
         .into_response(),
-        Some(Err(err)) => {
-            AppError::Unavailable(anyhow::anyhow!("rate limiter: {err}")).into_response()
-        }
+        Some(Err(err)) => AppError::Unavailable(anyhow::anyhow!("rate limiter: {err}")).into_response(),
         _ => {
             parts.extensions.insert(ParsedBody(parsed));
             parts.extensions.insert(context.clone());
@@ -202,10 +189,7 @@ pub async fn api_context(State(state): State<AppState>, request: Request, next: 
 
 fn set_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
-    headers.insert(
-        "x-ratelimit-remaining",
-        HeaderValue::from(decision.remaining),
-    );
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(decision.remaining));
     headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset_secs));
 }
 
@@ -219,10 +203,7 @@ fn manager_named(query: Option<&str>, body: &Result<Value, BodyError>) -> Option
             .map(|(_, value)| value)
     });
     let from_body = || match body {
-        Ok(Value::Object(fields)) => fields
-            .get("manager_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        Ok(Value::Object(fields)) => fields.get("manager_id").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     };
     from_query
@@ -232,20 +213,11 @@ fn manager_named(query: Option<&str>, body: &Result<Value, BodyError>) -> Option
 
 /// True for `application/json` and `application/*+json`, any parameters.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, BodyError> {
@@ -287,26 +259,16 @@ mod tests {
     fn the_manager_comes_from_the_query_first_then_the_body() {
         let body = Ok(json!({"manager_id": "from_body"}));
         assert_eq!(
-            manager_named(Some("manager_id=from_query"), &body)
-                .unwrap()
-                .as_str(),
+            manager_named(Some("manager_id=from_query"), &body).unwrap().as_str(),
             "from_query"
         );
         assert_eq!(
-            manager_named(Some("status=in_stock"), &body)
-                .unwrap()
-                .as_str(),
+            manager_named(Some("status=in_stock"), &body).unwrap().as_str(),
             "from_body"
         );
-        assert_eq!(
-            manager_named(None, &Ok(json!({"manager_id": "bad id"}))),
-            None
-        );
+        assert_eq!(manager_named(None, &Ok(json!({"manager_id": "bad id"}))), None);
         assert_eq!(manager_named(None, &Ok(json!({"manager_id": 5}))), None);
         assert_eq!(manager_named(None, &Err(BodyError::Unreadable)), None);
-        assert_eq!(
-            manager_named(Some("manager_id=%ZZ"), &Ok(Value::Null)),
-            None
-        );
+        assert_eq!(manager_named(Some("manager_id=%ZZ"), &Ok(Value::Null)), None);
     }
 }

@@ -140,10 +140,7 @@ pub struct ListProductsParams {
     #[param(example = "mgr_123")]
     manager_id: String,
     /// `in_stock`, `out_of_stock` or `discontinued`; absent means all.
-    #[param(
-        example = "in_stock",
-        pattern = "^(in_stock|out_of_stock|discontinued)$"
-    )]
+    #[param(example = "in_stock", pattern = "^(in_stock|out_of_stock|discontinued)$")]
     status: Option<String>,
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -194,9 +191,7 @@ struct CommonHeaders;
 fn header(description: &str) -> RefOr<Header> {
     RefOr::T(
         HeaderBuilder::new()
-            .schema(Some(
-                ObjectBuilder::new().schema_type(Type::Integer).build(),
-            ))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).build()))
             .description(Some(description))
             .build(),
     )
@@ -219,28 +214,23 @@ impl Modify for CommonHeaders {
                     let RefOr::T(response) = response else {
                         continue;
                     };
-                    response
-                        .headers
-                        .insert("X-Request-ID".into(), request_id.clone());
+                    response.headers.insert("X-Request-ID".into(), request_id.clone());
                     if path.starts_with("/api/") {
-                        response.headers.insert(
-                            "X-RateLimit-Limit".into(),
-                            header("Requests allowed per window"),
-                        );
-                        response.headers.insert(
-                            "X-RateLimit-Remaining".into(),
-                            header("Requests still allowed now"),
-                        );
+                        response
+                            .headers
+                            .insert("X-RateLimit-Limit".into(), header("Requests allowed per window"));
+                        response
+                            .headers
+                            .insert("X-RateLimit-Remaining".into(), header("Requests still allowed now"));
                         response.headers.insert(
                             "X-RateLimit-Reset".into(),
                             header("Seconds until the oldest counted request leaves the window"),
                         );
                     }
                     if status == "429" {
-                        response.headers.insert(
-                            "Retry-After".into(),
-                            header("Seconds to wait before retrying"),
-                        );
+                        response
+                            .headers
+                            .insert("Retry-After".into(), header("Seconds to wait before retrying"));
                     }
                 }
             }

@@ -78,7 +78,12 @@ pub async fn add_products(
     let products = store::products::upsert(&state.db, &batch, &entry).await?;
     entry.product_ids = products.iter().map(|p| p.id.get()).collect();
     invalidate(&state, &batch.manager).await;
-    Ok(written(StatusCode::CREATED, Json(ProductsResponse { products }), entry, &context))
+    Ok(written(
+        StatusCode::CREATED,
+        Json(ProductsResponse { products }),
+        entry,
+        &context,
+    ))
 }
 
 /// The query of a product list, validated.
@@ -96,14 +101,13 @@ impl ListParams {
 
     fn parse(query: Option<&str>) -> Result<Self, Problems> {
         let mut bad = Problems::default();
-        let pairs: Vec<(String, String)> =
-            match serde_urlencoded::from_str(query.unwrap_or_default()) {
-                Ok(pairs) => pairs,
-                Err(_) => {
-                    bad.add("query", "is not a valid query string");
-                    return Err(bad);
-                }
-            };
+        let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query.unwrap_or_default()) {
+            Ok(pairs) => pairs,
+            Err(_) => {
+                bad.add("query", "is not a valid query string");
+                return Err(bad);
+            }
+        };
         let param = |name: &str| {
             pairs
                 .iter()
@@ -134,8 +138,7 @@ impl ListParams {
             Some(text) => bad
                 .check(
                     "after",
-                    ProductId::parse(text)
-                        .ok_or_else(|| "must be a product id such as prod_001".into()),
+                    ProductId::parse(text).ok_or_else(|| "must be a product id such as prod_001".into()),
                 )
                 .map(Some),
         };
@@ -211,10 +214,7 @@ pub async fn list_products(
         None => {
             let list = load_list(&state, &params).await?;
             if let Some(generation) = generation {
-                state
-                    .cache
-                    .put(&params.manager, generation, key, list.clone())
-                    .await;
+                state.cache.put(&params.manager, generation, key, list.clone()).await;
             }
             list
         }
@@ -233,13 +233,9 @@ async fn load_list(state: &AppState, params: &ListParams) -> Result<CachedList, 
     let next = (products.len() > params.limit as usize).then(|| {
         products.truncate(params.limit as usize);
         let last = products.last().map(|p| p.id);
-        format!(
-            "</api/inventory/products?{}>; rel=\"next\"",
-            params.query_string(last)
-        )
+        format!("</api/inventory/products?{}>; rel=\"next\"", params.query_string(last))
     });
-    let body = serde_json::to_vec(&ProductsResponse { products })
-        .map_err(|e| AppError::Internal(e.into()))?;
+    let body = serde_json::to_vec(&ProductsResponse { products }).map_err(|e| AppError::Internal(e.into()))?;
     let mut hasher = std::hash::DefaultHasher::new();
     body.hash(&mut hasher);
     Ok(CachedList {
@@ -261,23 +257,15 @@ fn list_response(list: &CachedList, request: &HeaderMap) -> Response {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let mut response = Response::new(Body::from(list.body.clone()));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     };
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag);
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache"),
-    );
-    if let Some(next) = list
-        .next
-        .as_deref()
-        .and_then(|n| HeaderValue::from_str(n).ok())
-    {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    if let Some(next) = list.next.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
         headers.insert(header::LINK, next);
     }
     response
@@ -346,8 +334,7 @@ mod tests {
         );
         assert!(ListParams::parse(Some("manager_id=m&limit=1001")).is_err());
         assert!(ListParams::parse(Some("manager_id=m&status=")).is_err());
-        let ok =
-            ListParams::parse(Some("manager_id=m&status=in_stock&limit=5&after=prod_002")).unwrap();
+        let ok = ListParams::parse(Some("manager_id=m&status=in_stock&limit=5&after=prod_002")).unwrap();
         assert_eq!((ok.limit, ok.after.map(ProductId::get)), (5, Some(2)));
         assert_eq!(ListParams::parse(Some("manager_id=m")).unwrap().limit, 100);
         assert!(ListParams::parse(None).is_err());

@@ -100,16 +100,10 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
         )
         .fallback(|| async { AppError::NoRoute })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::map_response(envelope_bare_errors))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            context::api_context,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), context::api_context))
         .layer(middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -123,9 +117,7 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
 fn written(status: StatusCode, body: impl IntoResponse, mut entry: AuditEntry, context: &RequestContext) -> Response {
     entry.duration_ms = context.elapsed_ms();
     let mut response = (status, body).into_response();
-    response
-        .extensions_mut()
-        .insert(AuditWritten(Box::new(entry)));
+    response.extensions_mut().insert(AuditWritten(Box::new(entry)));
     response
 }
 
@@ -145,11 +137,7 @@ fn drop_insane_request_id(mut request: Request) -> Request {
         let bytes = v.as_bytes();
         !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
     };
-    if request
-        .headers()
-        .get("x-request-id")
-        .is_some_and(|v| !sane(v))
-    {
+    if request.headers().get("x-request-id").is_some_and(|v| !sane(v)) {
         request.headers_mut().remove("x-request-id");
     }
     request
@@ -164,13 +152,8 @@ async fn envelope_bare_errors(response: Response) -> Response {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     match response.status() {
         StatusCode::GATEWAY_TIMEOUT if !is_json => AppError::Timeout.into_response(),
-        status
-            if status.is_client_error()
-                && !is_json
-                && response.extensions().get::<ErrorCode>().is_none() =>
-        {
-            AppError::invalid("request", status.canonical_reason().unwrap_or("rejected"))
-                .into_response()
+        status if status.is_client_error() && !is_json && response.extensions().get::<ErrorCode>().is_none() => {
+            AppError::invalid("request", status.canonical_reason().unwrap_or("rejected")).into_response()
         }
         status if status.is_server_error() && !is_json => {
             AppError::Internal(anyhow::anyhow!("bare {status} response")).into_response()
@@ -199,12 +182,7 @@ async fn track_metrics(request: Request, next: Next) -> Response {
     if response.status() == StatusCode::TOO_MANY_REQUESTS {
         crate::metrics::rate_limited();
     }
-    crate::metrics::request(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    crate::metrics::request(&route, &method, response.status().as_u16(), started.elapsed());
     response
 }
 

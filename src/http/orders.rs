@@ -73,11 +73,7 @@ pub async fn process_order(
     let mut entry = context.entry(StatusCode::OK.as_u16(), None);
     let done = store::orders::process(&state.db, &order, &entry).await?;
     entry.order_id = Some(done.order_id.get());
-    entry.product_ids = order
-        .lines
-        .iter()
-        .filter_map(|l| l.product.map(|p| p.get()))
-        .collect();
+    entry.product_ids = order.lines.iter().filter_map(|l| l.product.map(|p| p.get())).collect();
     entry.product_ids.sort_unstable();
     invalidate(&state, &order.manager).await;
     let response = ProcessOrderResponse {

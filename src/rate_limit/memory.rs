@@ -41,10 +41,7 @@ impl MemoryLimiter {
     pub fn check(&self, manager: &ManagerId) -> Decision {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let window_ms = self.window.as_millis() as u64;
-        let mut state = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if now_ms >= state.last_sweep_ms + window_ms {
             state
                 .logs
@@ -68,10 +65,7 @@ mod tests {
     #[test]
     fn limits_each_manager_separately() {
         let limiter = MemoryLimiter::new(2, Duration::from_secs(60));
-        let (a, b) = (
-            ManagerId::parse("a").unwrap(),
-            ManagerId::parse("b").unwrap(),
-        );
+        let (a, b) = (ManagerId::parse("a").unwrap(), ManagerId::parse("b").unwrap());
         assert!(limiter.check(&a).allowed);
         assert!(limiter.check(&a).allowed);
         assert!(!limiter.check(&a).allowed);

@@ -120,9 +120,6 @@ mod tests {
         assert_eq!(seconds_until(2_001, 1_000), 2);
         assert_eq!(seconds_until(1_000, 1_000), 1);
         let mut log = VecDeque::new();
-        assert_eq!(
-            admit(&mut log, 0, 5, Duration::from_secs(10)).reset_secs,
-            10
-        );
+        assert_eq!(admit(&mut log, 0, 5, Duration::from_secs(10)).reset_secs, 10);
     }
 }

@@ -63,12 +63,7 @@ pub struct AuditRecord {
 }
 
 /// A manager's records, newest first, starting after the record `after`.
-pub async fn list(
-    db: &PgPool,
-    manager: &str,
-    after: Option<i64>,
-    limit: i64,
-) -> Result<Vec<AuditRecord>, sqlx::Error> {
+pub async fn list(db: &PgPool, manager: &str, after: Option<i64>, limit: i64) -> Result<Vec<AuditRecord>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select id, occurred_at, request_id, method, path, query, status, error_code,
                   duration_ms, client_addr, product_ids, order_id
@@ -100,9 +95,7 @@ pub async fn list(
                 .into_iter()
                 .map(|id| crate::domain::ProductId::from_db(id).to_string())
                 .collect(),
-            order_id: r
-                .order_id
-                .map(|id| crate::domain::OrderId::from_db(id).to_string()),
+            order_id: r.order_id.map(|id| crate::domain::OrderId::from_db(id).to_string()),
         })
         .collect())
 }

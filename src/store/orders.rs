@@ -65,10 +65,7 @@ pub fn refusal(lines: &[LineCheck]) -> AppError {
                 format!("products[{i}].product_id"),
                 "not a product of this manager".to_owned(),
             ),
-            Refusal::Discontinued => (
-                format!("products[{i}].product_id"),
-                "is discontinued".to_owned(),
-            ),
+            Refusal::Discontinued => (format!("products[{i}].product_id"), "is discontinued".to_owned()),
             Refusal::InsufficientStock => (
                 format!("products[{i}].quantity"),
                 format!(
@@ -93,11 +90,7 @@ pub fn refusal(lines: &[LineCheck]) -> AppError {
 /// insert the order, its lines and its audit record. When nothing was sold,
 /// the same statement returns each line as judged under lock, so the error
 /// cannot be contradicted by a concurrent restock.
-pub async fn process(
-    db: &PgPool,
-    order: &NewOrder,
-    audit: &AuditEntry,
-) -> Result<Processed, AppError> {
+pub async fn process(db: &PgPool, order: &NewOrder, audit: &AuditEntry) -> Result<Processed, AppError> {
     // Texts that cannot be ids become NULL: found by nothing, reported as not found.
     let ids: Vec<Option<i64>> = order
         .lines
@@ -180,12 +173,7 @@ pub async fn process(
 mod tests {
     use super::*;
 
-    fn line(
-        line_no: i64,
-        requested: i32,
-        available: Option<i32>,
-        discontinued: Option<bool>,
-    ) -> LineCheck {
+    fn line(line_no: i64, requested: i32, available: Option<i32>, discontinued: Option<bool>) -> LineCheck {
         LineCheck {
             line_no,
             requested,
@@ -213,10 +201,7 @@ mod tests {
 
     #[test]
     fn discontinued_comes_before_stock() {
-        let err = refusal(&[
-            line(1, 5, Some(1), Some(false)),
-            line(2, 1, Some(9), Some(true)),
-        ]);
+        let err = refusal(&[line(1, 5, Some(1), Some(false)), line(2, 1, Some(9), Some(true))]);
         let AppError::ProductDiscontinued(details) = err else {
             panic!("expected 409 discontinued")
         };
@@ -225,10 +210,7 @@ mod tests {
 
     #[test]
     fn stock_shortfalls_say_what_was_asked_and_what_is_there() {
-        let err = refusal(&[
-            line(1, 5, Some(2), Some(false)),
-            line(2, 1, Some(0), Some(false)),
-        ]);
+        let err = refusal(&[line(1, 5, Some(2), Some(false)), line(2, 1, Some(0), Some(false))]);
         let AppError::InsufficientStock(details) = err else {
             panic!("expected 409 stock")
         };

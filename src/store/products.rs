@@ -84,10 +84,7 @@ pub struct Existing {
 /// that match the batch's ids and names. Refuses ids that are not the
 /// manager's (404), two items that resolve to one product (400), and new
 /// names that another product already has (409).
-pub fn plan(
-    batch: &UpsertProducts,
-    existing: &[Existing],
-) -> Result<Vec<Option<ProductId>>, AppError> {
+pub fn plan(batch: &UpsertProducts, existing: &[Existing]) -> Result<Vec<Option<ProductId>>, AppError> {
     let by_id: HashMap<_, _> = existing.iter().map(|e| (e.id, e)).collect();
     let by_key: HashMap<_, _> = existing.iter().map(|e| (e.key.as_str(), e.id)).collect();
     let (mut missing, mut twice, mut taken) = (Details::new(), Details::new(), Details::new());
@@ -117,10 +114,7 @@ pub fn plan(
             if let Some(&holder) = by_key.get(key.as_str())
                 && holder != id
             {
-                taken.insert(
-                    format!("products[{i}].name"),
-                    format!("{holder} already has this name"),
-                );
+                taken.insert(format!("products[{i}].name"), format!("{holder} already has this name"));
             }
         }
         targets.push(target);
@@ -139,18 +133,12 @@ pub fn plan(
 /// Adds or updates every item of `batch` in one transaction, with its audit
 /// record, and returns the products in request order. A concurrent request
 /// creating the same name makes the transaction retry (at most 3 times).
-pub async fn upsert(
-    db: &PgPool,
-    batch: &UpsertProducts,
-    audit: &AuditEntry,
-) -> Result<Vec<ProductRow>, AppError> {
+pub async fn upsert(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) -> Result<Vec<ProductRow>, AppError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match upsert_once(db, batch, audit).await {
-            Err(UpsertError::Sql(err))
-                if attempt < 3 && violates(&err, "product_manager_name_key") =>
-            {
+            Err(UpsertError::Sql(err)) if attempt < 3 && violates(&err, "product_manager_name_key") => {
                 continue;
             }
             Err(UpsertError::Sql(err)) if violates(&err, "product_manager_name_key") => {
@@ -179,11 +167,7 @@ impl From<sqlx::Error> for UpsertError {
     }
 }
 
-async fn upsert_once(
-    db: &PgPool,
-    batch: &UpsertProducts,
-    audit: &AuditEntry,
-) -> Result<Vec<ProductRow>, UpsertError> {
+async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) -> Result<Vec<ProductRow>, UpsertError> {
     let ids: Vec<i64> = batch
         .items
         .iter()
@@ -311,14 +295,7 @@ mod tests {
             {"name": "New", "price": 1, "quantity": 1}
         ]));
         let plan = plan(&b, &[existing(1, "mug"), existing(2, "old")]).unwrap();
-        assert_eq!(
-            plan,
-            [
-                Some(ProductId::from_db(1)),
-                Some(ProductId::from_db(2)),
-                None
-            ]
-        );
+        assert_eq!(plan, [Some(ProductId::from_db(1)), Some(ProductId::from_db(2)), None]);
     }
 
     #[test]
@@ -330,14 +307,8 @@ mod tests {
         let Err(AppError::ProductNotFound(details)) = plan(&b, &[]) else {
             panic!("expected 404")
         };
-        assert_eq!(
-            details["products[0].id"],
-            "prod_009 is not a product of this manager"
-        );
-        assert_eq!(
-            details["products[1].id"],
-            "this id is not a product of this manager"
-        );
+        assert_eq!(details["products[0].id"], "prod_009 is not a product of this manager");
+        assert_eq!(details["products[1].id"], "this id is not a product of this manager");
     }
 
     #[test]
@@ -349,23 +320,15 @@ mod tests {
         let Err(AppError::InvalidRequest(details)) = plan(&b, &[existing(1, "mug")]) else {
             panic!("expected 400")
         };
-        assert_eq!(
-            details["products[1]"],
-            "prod_001 is also updated by products[0]"
-        );
+        assert_eq!(details["products[1]"], "prod_001 is also updated by products[0]");
     }
 
     #[test]
     fn renaming_onto_another_products_name_is_a_conflict() {
         let b = batch(json!([{"id": "prod_001", "name": "Tea", "price": 1, "quantity": 1}]));
-        let Err(AppError::ProductNameTaken(details)) =
-            plan(&b, &[existing(1, "mug"), existing(2, "tea")])
-        else {
+        let Err(AppError::ProductNameTaken(details)) = plan(&b, &[existing(1, "mug"), existing(2, "tea")]) else {
             panic!("expected 409")
         };
-        assert_eq!(
-            details["products[0].name"],
-            "prod_002 already has this name"
-        );
+        assert_eq!(details["products[0].name"], "prod_002 already has this name");
     }
 }
