@@ -128,6 +128,16 @@ pub async fn api_context(State(state): State<AppState>, request: Request, next: 
     if !request.uri().path().starts_with("/api/") {
         return next.run(request).await;
     }
+    // In a task of its own, so a client that hangs up does not cancel the
+    // request half-way: it has been counted, so it still gets its audit
+    // record, and a write that committed still invalidates the cache.
+    match tokio::spawn(serve_api(state, request, next)).await {
+        Ok(response) => response,
+        Err(err) => AppError::Internal(anyhow::anyhow!("request task failed: {err}")).into_response(),
+    }
+}
+
+async fn serve_api(state: AppState, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let occurred_at = Utc::now();
     let (mut parts, body) = request.into_parts();

@@ -113,9 +113,14 @@ pub async fn process(db: &PgPool, order: &NewOrder, audit: &AuditEntry) -> Resul
                  from req join locked l using (id)
                 where not l.discontinued and l.quantity >= req.qty
            ), sold as (
+               -- The new stock comes from the locked (latest) row, not from
+               -- p: PostgreSQL checks constraints on a row computed from the
+               -- statement's snapshot before it notices a concurrent update,
+               -- so p.quantity - r.qty could fail quantity >= 0 (a 500) after
+               -- a restock that committed while this statement waited.
                update product p
-                  set quantity = p.quantity - r.qty, updated_at = now()
-                 from req r, sellable s
+                  set quantity = l.quantity - r.qty, updated_at = now()
+                 from req r join locked l using (id), sellable s
                 where s.ok and p.manager_id = $1 and p.id = r.id
             returning p.id, p.price, r.qty, r.line_no
            ), placed as (

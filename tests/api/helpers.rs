@@ -53,20 +53,11 @@ pub async fn spawn_app_with_test_routes(db: PgPool, settings: Settings) -> TestA
     spawn(db, settings, None, http::router_with_test_routes).await
 }
 
-async fn spawn(
-    db: PgPool,
-    settings: Settings,
-    redis: Option<&str>,
-    router: fn(AppState) -> axum::Router,
-) -> TestApp {
+async fn spawn(db: PgPool, settings: Settings, redis: Option<&str>, router: fn(AppState) -> axum::Router) -> TestApp {
     let state = app::state(settings, db.clone(), redis)
         .await
-        .unwrap_or_else(|e| {
-            panic!("cannot build the app state (is Redis at {redis:?} running?): {e:#}")
-        });
-    let application = Application::bind(state, "127.0.0.1", 0, router)
-        .await
-        .expect("bind");
+        .unwrap_or_else(|e| panic!("cannot build the app state (is Redis at {redis:?} running?): {e:#}"));
+    let application = Application::bind(state, "127.0.0.1", 0, router).await.expect("bind");
     let address = format!("http://{}", application.local_addr());
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(application.run_until(async {
@@ -102,11 +93,7 @@ impl TestApp {
 
     /// GETs `path` (with its query).
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request failed")
+        self.client.get(self.url(path)).send().await.expect("request failed")
     }
 
     /// Adds one product for `manager` and returns its id.
@@ -200,4 +187,49 @@ pub async fn error_of(response: reqwest::Response) -> (u16, Value) {
     assert!(error["message"].is_string(), "{body}");
     assert!(error["details"].is_object(), "{body}");
     (status, error.clone())
+}
+
+/// Runs one scenario `async fn name(db: PgPool, redis: Option<&str>)` on both
+/// backends: `name::in_process` (no Redis) and `name::with_redis`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[::sqlx::test]
+            async fn in_process(db: ::sqlx::PgPool) {
+                super::$scenario(db, None).await;
+            }
+
+            #[::sqlx::test]
+            async fn with_redis(db: ::sqlx::PgPool) {
+                super::$scenario(db, Some(&$crate::helpers::redis_url())).await;
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
+/// A response header as text (panics when it is missing).
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header on a {} response", response.status()))
+        .to_str()
+        .expect("header is text")
+}
+
+/// A response header as a whole number (panics when missing or not a number).
+pub fn header_u64(response: &reqwest::Response, name: &str) -> u64 {
+    let text = header(response, name);
+    text.parse()
+        .unwrap_or_else(|_| panic!("{name} is not a whole number: {text:?}"))
+}
+
+/// The value of the sample `name_and_labels` (labels exactly as rendered) in
+/// Prometheus text, if present.
+pub fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(name_and_labels)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }

@@ -1,5 +1,15 @@
 //! HTTP-level tests of the whole service against a real PostgreSQL: one test
 //! binary, one module per area.
 
+mod audit;
+mod cache;
+mod cli;
+mod concurrency;
+mod docs;
+mod envelope;
 mod helpers;
+mod inventory;
+mod multi_instance;
+mod orders;
+mod rate_limit;
 mod smoke;
