@@ -584,14 +584,28 @@ async fn the_audit_log_refuses_update_delete_and_truncate(db: PgPool) {
     app.stop().await;
     assert_eq!(count_rows(&db).await, 2);
 
-    for statement in [
+    let partitions: Vec<String> =
+        sqlx::query_scalar("select inhrelid::regclass::text from pg_inherits where inhparent = 'audit_log'::regclass")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert!(
+        partitions.len() >= 3,
+        "default, this month and next month: {partitions:?}"
+    );
+    let truncate_partitions = partitions.iter().map(|p| format!("truncate {p}"));
+    let statements = [
         "update audit_log set status = 500",
         "delete from audit_log",
         "delete from audit_log where manager_id = 'm'",
         "truncate audit_log",
-    ] {
+    ];
+    for statement in statements.into_iter().map(str::to_owned).chain(truncate_partitions) {
         // Act
-        let err = sqlx::query(statement).execute(&db).await.unwrap_err();
+        let err = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&db)
+            .await
+            .unwrap_err();
 
         // Assert
         let db_err = err.as_database_error().unwrap_or_else(|| panic!("{statement}: {err}"));
