@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use axum::body::Bytes;
+use axum::{body::Bytes, http::HeaderValue};
 use moka::future::Cache;
 use redis::{Script, aio::ConnectionManager};
 
@@ -27,7 +27,7 @@ pub struct CachedList {
     /// Its strong ETag, quoted.
     pub etag: String,
     /// The `Link` header of the next page, if any.
-    pub next: Option<String>,
+    pub next: Option<HeaderValue>,
 }
 
 /// What a list read is keyed by: manager, generation, normalised query.

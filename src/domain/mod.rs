@@ -10,3 +10,19 @@ pub mod product;
 pub use ids::{CustomerId, ManagerId, OrderId, ProductId};
 pub use money::Money;
 pub use problems::Problems;
+
+/// Starts parsing a request body: it must be a JSON object, and its
+/// `manager_id` is checked. Returns the problems found so far and the
+/// manager, or, for a body that is not an object, the one problem.
+fn begin(body: &serde_json::Value) -> Result<(Problems, Option<ManagerId>), Problems> {
+    let mut bad = Problems::default();
+    if let Err(why) = problems::object(body) {
+        bad.add("body", why);
+        return Err(bad);
+    }
+    let manager = bad.check(
+        "manager_id",
+        problems::text(&body["manager_id"]).and_then(ManagerId::parse),
+    );
+    Ok((bad, manager))
+}

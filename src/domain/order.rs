@@ -37,12 +37,7 @@ impl NewOrder {
 
     /// Parses the body, reporting every invalid field.
     pub fn parse(body: &Value) -> Result<Self, Problems> {
-        let mut bad = Problems::default();
-        if let Err(why) = object(body) {
-            bad.add("body", why);
-            return Err(bad);
-        }
-        let manager = bad.check("manager_id", text(&body["manager_id"]).and_then(ManagerId::parse));
+        let (mut bad, manager) = super::begin(body)?;
         let customer = &body["customer"];
         let (customer_id, customer_email) = match object(customer) {
             Ok(()) => (

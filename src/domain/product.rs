@@ -128,12 +128,7 @@ impl UpsertProducts {
     /// Parses the body, reporting every invalid field. Two items naming the
     /// same product (the same id, or the same name without an id) are a 400.
     pub fn parse(body: &Value) -> Result<Self, Problems> {
-        let mut bad = Problems::default();
-        if let Err(why) = object(body) {
-            bad.add("body", why);
-            return Err(bad);
-        }
-        let manager = bad.check("manager_id", text(&body["manager_id"]).and_then(ManagerId::parse));
+        let (mut bad, manager) = super::begin(body)?;
         let items = bad
             .check("products", list(&body["products"], 1..=Self::MAX_ITEMS))
             .unwrap_or_default();
@@ -190,12 +185,7 @@ pub struct Discontinue {
 impl Discontinue {
     /// Parses the body, reporting every invalid field.
     pub fn parse(body: &Value) -> Result<Self, Problems> {
-        let mut bad = Problems::default();
-        if let Err(why) = object(body) {
-            bad.add("body", why);
-            return Err(bad);
-        }
-        let manager = bad.check("manager_id", text(&body["manager_id"]).and_then(ManagerId::parse));
+        let (mut bad, manager) = super::begin(body)?;
         let product = bad.check("product_id", text(&body["product_id"]).map(ProductId::parse));
         bad.into_result(|| {
             Some(Self {

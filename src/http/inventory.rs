@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 use super::{
     AppState,
     context::{JsonBody, RequestContext},
-    docs, invalidate, written,
+    docs, invalidate,
+    query::{Query, next_link},
+    written,
 };
 use crate::{
     cache::CachedList,
@@ -96,69 +98,37 @@ struct ListParams {
 }
 
 impl ListParams {
-    const DEFAULT_LIMIT: u32 = 100;
-    const MAX_LIMIT: u32 = 1000;
-
-    fn parse(query: Option<&str>) -> Result<Self, Problems> {
+    fn parse(raw: Option<&str>) -> Result<Self, Problems> {
+        let query = Query::parse(raw);
         let mut bad = Problems::default();
-        let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query.unwrap_or_default()) {
-            Ok(pairs) => pairs,
-            Err(_) => {
-                bad.add("query", "is not a valid query string");
-                return Err(bad);
-            }
-        };
-        let param = |name: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.as_str())
-        };
-        let manager = bad.check(
-            "manager_id",
-            param("manager_id")
-                .ok_or_else(|| "is required".to_owned())
-                .and_then(ManagerId::parse),
-        );
-        let status = param("status")
-            .and_then(|s| bad.check("status", s.parse()).map(Some))
-            .flatten();
-        let limit = match param("limit") {
-            None => Some(Self::DEFAULT_LIMIT),
-            Some(text) => bad.check(
-                "limit",
-                text.parse()
-                    .ok()
-                    .filter(|n| (1..=Self::MAX_LIMIT).contains(n))
-                    .ok_or_else(|| format!("must be an integer from 1 to {}", Self::MAX_LIMIT)),
-            ),
-        };
-        let after = match param("after") {
-            None => Some(None),
-            Some(text) => bad
-                .check(
-                    "after",
-                    ProductId::parse(text).ok_or_else(|| "must be a product id such as prod_001".into()),
-                )
-                .map(Some),
-        };
+        let manager = query.manager(&mut bad);
+        let status = query.optional(&mut bad, "status", str::parse);
+        let limit = query.limit(&mut bad);
+        let after = query.optional(&mut bad, "after", |text| {
+            ProductId::parse(text).ok_or_else(|| "must be a product id such as prod_001".into())
+        });
         bad.into_result(|| {
             Some(Self {
                 manager: manager?,
-                status,
+                status: status?,
                 limit: limit?,
                 after: after?,
             })
         })
     }
 
-    /// The query with `after` set, as a URL query string.
-    fn query_string(&self, after: Option<ProductId>) -> String {
-        let mut pairs = vec![("manager_id", self.manager.to_string())];
-        pairs.extend(self.status.map(|s| ("status", s.to_string())));
-        pairs.push(("limit", self.limit.to_string()));
-        pairs.extend(after.map(|id| ("after", id.to_string())));
-        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    /// The parameters of this query with `after` set.
+    fn with_after(&self, after: Option<ProductId>) -> Vec<(&'static str, String)> {
+        let mut params = vec![("manager_id", self.manager.to_string())];
+        params.extend(self.status.map(|s| ("status", s.to_string())));
+        params.push(("limit", self.limit.to_string()));
+        params.extend(after.map(|id| ("after", id.to_string())));
+        params
+    }
+
+    /// The cache key of this query: its parameters, normalised.
+    fn cache_key(&self) -> String {
+        serde_urlencoded::to_string(self.with_after(self.after)).unwrap_or_default()
     }
 }
 
@@ -194,7 +164,7 @@ pub async fn list_products(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let params = ListParams::parse(query.as_deref())?;
-    let key = params.query_string(params.after);
+    let key = params.cache_key();
     // If the generation cannot be read (Redis down), bypass the cache
     // rather than risk serving a list older than a write.
     let generation = match state.cache.generation(&params.manager).await {
@@ -230,11 +200,15 @@ async fn load_list(state: &AppState, params: &ListParams) -> Result<CachedList, 
         limit: i64::from(params.limit) + 1,
     };
     let mut products = store::products::list(&state.db, &query).await?;
-    let next = (products.len() > params.limit as usize).then(|| {
-        products.truncate(params.limit as usize);
-        let last = products.last().map(|p| p.id);
-        format!("</api/inventory/products?{}>; rel=\"next\"", params.query_string(last))
-    });
+    let next = (products.len() > params.limit as usize)
+        .then(|| {
+            products.truncate(params.limit as usize);
+            next_link(
+                "/api/inventory/products",
+                &params.with_after(products.last().map(|p| p.id)),
+            )
+        })
+        .flatten();
     let body = serde_json::to_vec(&ProductsResponse { products }).map_err(|e| AppError::Internal(e.into()))?;
     let mut hasher = std::hash::DefaultHasher::new();
     body.hash(&mut hasher);
@@ -265,7 +239,7 @@ fn list_response(list: &CachedList, request: &HeaderMap) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::ETAG, etag);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-    if let Some(next) = list.next.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+    if let Some(next) = list.next.clone() {
         headers.insert(header::LINK, next);
     }
     response
@@ -343,9 +317,11 @@ mod tests {
     #[test]
     fn next_page_links_keep_the_query() {
         let params = ListParams::parse(Some("manager_id=m%3A1&status=in_stock&limit=2")).unwrap();
+        let next = next_link("/p", &params.with_after(ProductId::parse("prod_004"))).unwrap();
         assert_eq!(
-            params.query_string(ProductId::parse("prod_004")),
-            "manager_id=m%3A1&status=in_stock&limit=2&after=prod_004"
+            next,
+            "</p?manager_id=m%3A1&status=in_stock&limit=2&after=prod_004>; rel=\"next\""
         );
+        assert_eq!(params.cache_key(), "manager_id=m%3A1&status=in_stock&limit=2");
     }
 }

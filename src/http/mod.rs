@@ -7,6 +7,7 @@ pub mod docs;
 mod health;
 mod inventory;
 mod orders;
+mod query;
 
 use std::{
     any::Any,

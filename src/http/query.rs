@@ -1,0 +1,122 @@
+//! Query strings of the list endpoints: parsed once, every bad parameter
+//! reported, and the `Link` header that points at the next page.
+
+use axum::http::HeaderValue;
+
+use crate::domain::{ManagerId, Problems};
+
+/// A parsed query string. Unknown parameters are ignored; of a repeated
+/// parameter the first wins.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Page size when `limit` is absent.
+    pub const DEFAULT_LIMIT: u32 = 100;
+    /// Largest page size.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// Parses the raw query string. Decoding never fails: invalid
+    /// percent-encoded UTF-8 becomes U+FFFD, which no parameter accepts.
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self {
+            pairs: serde_urlencoded::from_str(raw.unwrap_or_default()).unwrap_or_default(),
+        }
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// `manager_id`, which is required.
+    pub fn manager(&self, bad: &mut Problems) -> Option<ManagerId> {
+        bad.check(
+            "manager_id",
+            self.get("manager_id")
+                .ok_or_else(|| "is required".to_owned())
+                .and_then(ManagerId::parse),
+        )
+    }
+
+    /// `limit`: 1 to [`Self::MAX_LIMIT`], default [`Self::DEFAULT_LIMIT`].
+    pub fn limit(&self, bad: &mut Problems) -> Option<u32> {
+        self.optional(bad, "limit", |text| {
+            text.parse()
+                .ok()
+                .filter(|n| (1..=Self::MAX_LIMIT).contains(n))
+                .ok_or_else(|| format!("must be an integer from 1 to {}", Self::MAX_LIMIT))
+        })
+        .map(|limit| limit.unwrap_or(Self::DEFAULT_LIMIT))
+    }
+
+    /// An optional parameter: `Some(None)` when absent, `Some(Some(value))`
+    /// when valid, `None` (recorded in `bad`) when invalid.
+    pub fn optional<T>(
+        &self,
+        bad: &mut Problems,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        match self.get(name) {
+            None => Some(None),
+            Some(text) => bad.check(name, parse(text)).map(Some),
+        }
+    }
+}
+
+/// The `Link` header value `<path?query>; rel="next"` for these parameters.
+pub fn next_link(path: &str, params: &[(&str, String)]) -> Option<HeaderValue> {
+    let query = serde_urlencoded::to_string(params).ok()?;
+    HeaderValue::from_str(&format!("<{path}?{query}>; rel=\"next\"")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_first_of_repeated_parameters_and_ignores_unknown_ones() {
+        let query = Query::parse(Some("a=1&a=2&b=x%20y"));
+        assert_eq!(
+            (query.get("a"), query.get("b"), query.get("c")),
+            (Some("1"), Some("x y"), None)
+        );
+    }
+
+    #[test]
+    fn invalid_percent_encoding_becomes_a_value_no_parameter_accepts() {
+        let query = Query::parse(Some("manager_id=%FF%FE"));
+        let mut bad = Problems::default();
+        assert_eq!(query.manager(&mut bad), None);
+        assert!(bad.into_details().contains_key("manager_id"));
+    }
+
+    #[test]
+    fn limit_defaults_and_is_bounded() {
+        let mut bad = Problems::default();
+        assert_eq!(Query::default().limit(&mut bad), Some(100));
+        assert_eq!(Query::parse(Some("limit=1000")).limit(&mut bad), Some(1000));
+        assert!(bad.is_empty());
+        for text in ["0", "1001", "-1", "x", ""] {
+            let mut bad = Problems::default();
+            assert_eq!(
+                Query::parse(Some(&format!("limit={text}"))).limit(&mut bad),
+                None,
+                "{text}"
+            );
+            assert!(bad.into_details().contains_key("limit"));
+        }
+    }
+
+    #[test]
+    fn next_links_encode_their_parameters() {
+        let link = next_link("/x", &[("manager_id", "m:1".into()), ("after", "prod_002".into())]).unwrap();
+        assert_eq!(link, "</x?manager_id=m%3A1&after=prod_002>; rel=\"next\"");
+    }
+}
