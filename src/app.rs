@@ -83,7 +83,14 @@ pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> a
     let (limiter, cache) = match redis_url {
         Some(url) => {
             let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-            let conn = redis::aio::ConnectionManager::new(client)
+            // Bounded waits: a Redis that stops answering costs a request at most
+            // about a second (then 503), never a hang until the request timeout.
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_number_of_retries(3)
+                .set_max_delay(Duration::from_secs(1))
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(1)));
+            let conn = redis::aio::ConnectionManager::new_with_config(client, config)
                 .await
                 .context("could not connect to Redis (check REDIS_URL)")?;
             let prefix = settings.redis_key_prefix.as_str();

@@ -1235,17 +1235,21 @@ mod tests {
     }
 
     /// When the process owning the cluster is killed with SIGKILL, the watchdog stops the
-    /// cluster and exits.
+    /// cluster and exits. The test runs itself again as that process: with
+    /// `WATCHDOG_CHILD_ENV` set, it plays the owner instead.
     #[tokio::test]
     async fn watchdog_stops_cluster_when_parent_is_killed() -> Result<()> {
+        if let Some(dir) = std::env::var_os(WATCHDOG_CHILD_ENV) {
+            return own_a_cluster_until_killed(&PathBuf::from(dir)).await;
+        }
         let tmp = TestDir::new("watchdog");
         let path = module_path!();
         let test = format!(
-            "{}::watchdog_child_process",
+            "{}::watchdog_stops_cluster_when_parent_is_killed",
             path.split_once("::").map_or(path, |(_, rest)| rest)
         );
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["--exact", &test, "--ignored", "--nocapture"])
+            .args(["--exact", &test, "--nocapture"])
             .env(WATCHDOG_CHILD_ENV, tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1286,14 +1290,9 @@ mod tests {
         Ok(())
     }
 
-    /// Helper run in a child process by `watchdog_stops_cluster_when_parent_is_killed`:
+    /// The child's part in `watchdog_stops_cluster_when_parent_is_killed`:
     /// starts a cluster, reports its port and watchdog pid, then waits to be killed.
-    #[tokio::test]
-    #[ignore = "helper process for watchdog_stops_cluster_when_parent_is_killed"]
-    async fn watchdog_child_process() -> Result<()> {
-        let Some(dir) = std::env::var_os(WATCHDOG_CHILD_ENV).map(PathBuf::from) else {
-            return Ok(());
-        };
+    async fn own_a_cluster_until_killed(dir: &Path) -> Result<()> {
         let pg = EmbeddedPostgres::start(&dir.join("data")).await?;
         let watchdog = pg.watchdog.as_ref().map_or(0, Child::id);
         fs::write(dir.join("report.tmp"), format!("{} {watchdog}", pg.port()))?;
