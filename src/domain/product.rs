@@ -86,8 +86,10 @@ impl ProductName {
         &self.0
     }
 
-    /// The key two names are compared by: case-insensitive, matching the
-    /// database's unique index on `lower(name)`.
+    /// The key two names are compared by: Unicode lower case. Stored as
+    /// `product.name_key`, under the unique index that keeps names unique per
+    /// manager, so the service and the database agree whatever the
+    /// database's locale.
     pub fn key(&self) -> String {
         self.0.to_lowercase()
     }
@@ -223,6 +225,10 @@ mod tests {
     fn names_are_trimmed_and_bounded() {
         assert_eq!(ProductName::parse("  Mug ").unwrap().as_str(), "Mug");
         assert_eq!(ProductName::parse("Mug").unwrap().key(), "mug");
+        assert_eq!(
+            ProductName::parse("ÉCLAIR").unwrap().key(),
+            ProductName::parse("éclair").unwrap().key()
+        );
         assert!(ProductName::parse("   ").is_err());
         assert!(ProductName::parse(&"é".repeat(200)).is_ok());
         assert!(ProductName::parse(&"x".repeat(201)).is_err());

@@ -75,7 +75,7 @@ pub async fn list(db: &PgPool, query: &ListQuery) -> Result<Vec<ProductRow>, sql
 pub struct Existing {
     /// Its id.
     pub id: ProductId,
-    /// Its name, lower-cased.
+    /// Its name's comparison key (`ProductName::key`).
     pub key: String,
 }
 
@@ -178,9 +178,9 @@ async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) ->
     // Lock in id order, as every writer does, so two writers cannot deadlock.
     let existing = sqlx::query_as!(
         Existing,
-        r#"select id as "id: ProductId", lower(name) as "key!"
+        r#"select id as "id: ProductId", name_key as key
              from product
-            where manager_id = $1 and (id = any($2) or lower(name) = any($3))
+            where manager_id = $1 and (id = any($2) or name_key = any($3))
             order by id
               for update"#,
         batch.manager.as_str(),
@@ -200,17 +200,18 @@ async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) ->
         ProductRow,
         r#"with input as materialized (
                select t.ord, coalesce(t.id, nextval('product_id_seq')) as id, t.id is null as is_new,
-                      t.name, t.price, t.quantity
-                 from unnest($2::bigint[], $3::text[], $4::numeric[], $5::int[])
-                      with ordinality as t(id, name, price, quantity, ord)
+                      t.name, t.name_key, t.price, t.quantity
+                 from unnest($2::bigint[], $3::text[], $7::text[], $4::numeric[], $5::int[])
+                      with ordinality as t(id, name, name_key, price, quantity, ord)
            ), updated as (
                update product p
-                  set name = i.name, price = i.price, quantity = i.quantity, updated_at = now()
+                  set name = i.name, name_key = i.name_key, price = i.price, quantity = i.quantity,
+                      updated_at = now()
                  from input i
                 where not i.is_new and p.manager_id = $1 and p.id = i.id
            ), inserted as (
-               insert into product (manager_id, id, name, price, quantity)
-               select $1, id, name, price, quantity from input where is_new order by ord
+               insert into product (manager_id, id, name, name_key, price, quantity)
+               select $1, id, name, name_key, price, quantity from input where is_new order by ord
            ), audited as (
                insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                       error_code, duration_ms, client_addr, product_ids, order_id)
@@ -230,6 +231,7 @@ async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) ->
         &prices,
         &quantities,
         entry,
+        &keys,
     )
     .fetch_all(&mut *tx)
     .await?;

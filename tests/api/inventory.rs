@@ -129,6 +129,27 @@ async fn an_item_named_like_an_existing_product_updates_it_and_sets_its_quantity
 }
 
 #[sqlx::test]
+async fn names_match_case_insensitively_beyond_ascii(db: PgPool) {
+    let app = spawn_app(db).await;
+    let eclair = app.seed("mgr_123", "Éclair au Café", 4.5, 10).await;
+
+    let response = app
+        .post(
+            PRODUCTS,
+            json!({"manager_id": "mgr_123", "products": [{"name": "ÉCLAIR AU CAFÉ", "price": 5, "quantity": 3}]}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"products": [product(&eclair, "ÉCLAIR AU CAFÉ", json!(5), 3)]})
+    );
+    assert_eq!(product_count(&app).await, 1);
+}
+
+#[sqlx::test]
 async fn the_same_name_for_another_manager_is_another_product(db: PgPool) {
     let app = spawn_app(db).await;
     let mine = app.seed("mgr_123", "Mug", 5.0, 1).await;
