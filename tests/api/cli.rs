@@ -7,6 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::helpers::{database_url_for, free_port};
+
 const BIN: &str = env!("CARGO_BIN_EXE_ecommerce-api");
 
 /// A data folder under /tmp (the `postgres` user must be able to reach it
@@ -38,14 +40,6 @@ fn command(args: &[&str]) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn postgres_running_in(dir: &std::path::Path) -> bool {
@@ -146,9 +140,9 @@ fn an_unreachable_database_stops_start_up_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("could not connect to the database"));
 }
 
-#[test]
-fn an_unreachable_redis_stops_start_up_with_a_clear_message() {
-    let database = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
+#[sqlx::test]
+async fn an_unreachable_redis_stops_start_up_with_a_clear_message(db: sqlx::PgPool) {
+    let database = database_url_for(&db);
     let redis = format!("redis://127.0.0.1:{}", free_port());
 
     let out = command(&["serve", "--port", "0"])

@@ -233,3 +233,31 @@ pub fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
         value.trim().parse().ok()
     })
 }
+
+/// `DATABASE_URL`'s server with the test's own database.
+pub fn database_url_for(db: &PgPool) -> String {
+    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for sqlx::test");
+    let name = db
+        .connect_options()
+        .get_database()
+        .expect("the test pool names its database")
+        .to_owned();
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (server.as_str(), String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

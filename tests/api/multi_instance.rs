@@ -10,7 +10,7 @@ use std::{
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{header_u64, redis_url};
+use crate::helpers::{database_url_for, free_port, header_u64, redis_url};
 
 const LIST: &str = "/api/inventory/products";
 
@@ -31,32 +31,6 @@ impl Drop for Instances {
             }
         }
     }
-}
-
-/// `DATABASE_URL`'s server with the test's own database.
-fn database_url_for(db: &PgPool) -> String {
-    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for sqlx::test");
-    let name = db
-        .connect_options()
-        .get_database()
-        .expect("the test pool names its database")
-        .to_owned();
-    let (base, query) = match server.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (server.as_str(), String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    format!("{}/{name}{query}", &base[..authority_end])
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl Instances {
