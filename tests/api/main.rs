@@ -12,4 +12,5 @@ mod inventory;
 mod multi_instance;
 mod orders;
 mod rate_limit;
+mod redis_outage;
 mod smoke;
