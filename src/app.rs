@@ -49,7 +49,7 @@ impl Application {
         let listener = TcpListener::bind((host, port))
             .await
             .with_context(|| format!("could not listen on {host}:{port}"))?;
-        let maintenance = tokio::spawn(keep_partitions(state.db.clone()));
+        let maintenance = tokio::spawn(maintain(state.db.clone()));
         Ok(Self {
             listener,
             router: router(state),
@@ -116,13 +116,18 @@ pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> a
     Ok((state, writer))
 }
 
-/// Creates the audit log's monthly partitions ahead of time, now and daily.
-async fn keep_partitions(db: PgPool) {
+/// Daily upkeep, from start-up on: creates the audit log's monthly
+/// partitions ahead of time and forgets idempotency keys older than a day.
+async fn maintain(db: PgPool) {
     let mut every_day = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         every_day.tick().await;
         if let Err(err) = store::audit::ensure_partitions(&db).await {
             tracing::warn!(error = %err, "could not create audit_log partitions");
+        }
+        match store::idempotency::forget_older_than(&db, Duration::from_secs(24 * 3600)).await {
+            Ok(forgotten) => tracing::info!(forgotten, "old idempotency keys forgotten"),
+            Err(err) => tracing::warn!(error = %err, "could not forget old idempotency keys"),
         }
     }
 }

@@ -129,6 +129,38 @@ impl AppError {
     pub fn invalid(field: &str, why: impl Into<String>) -> Self {
         Self::InvalidRequest(Details::from([(field.to_owned(), why.into())]))
     }
+
+    /// The body of this error's response.
+    pub fn envelope(&self) -> ErrorEnvelope {
+        let (_, code, details) = self.parts();
+        ErrorEnvelope {
+            error: ErrorBody {
+                code: code.to_owned(),
+                message: self.to_string(),
+                details,
+            },
+        }
+    }
+
+    /// True for an order refused for what the products are (not found,
+    /// discontinued, short of stock): an outcome, not a failure.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::ProductNotFound(_) | Self::ProductDiscontinued(_) | Self::InsufficientStock(_)
+        )
+    }
+
+    /// The refusal an envelope stored by [`AppError::envelope`] describes.
+    pub fn refusal_from(envelope: &serde_json::Value) -> Option<Self> {
+        let details: Details = serde_json::from_value(envelope["error"]["details"].clone()).ok()?;
+        match envelope["error"]["code"].as_str()? {
+            "PRODUCT_NOT_FOUND" => Some(Self::ProductNotFound(details)),
+            "PRODUCT_DISCONTINUED" => Some(Self::ProductDiscontinued(details)),
+            "INSUFFICIENT_STOCK" => Some(Self::InsufficientStock(details)),
+            _ => None,
+        }
+    }
 }
 
 impl From<Problems> for AppError {
@@ -184,26 +216,13 @@ pub struct ErrorBody {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, code, details) = self.parts();
-        let message = match &self {
-            Self::Internal(cause) => {
-                tracing::error!(error = ?cause, "internal error");
-                self.to_string()
-            }
-            Self::Unavailable(cause) => {
-                tracing::warn!(error = ?cause, "dependency unavailable");
-                self.to_string()
-            }
-            _ => self.to_string(),
-        };
-        let envelope = ErrorEnvelope {
-            error: ErrorBody {
-                code: code.to_owned(),
-                message,
-                details,
-            },
-        };
-        let mut response = (status, Json(envelope)).into_response();
+        match &self {
+            Self::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
+            Self::Unavailable(cause) => tracing::warn!(error = ?cause, "dependency unavailable"),
+            _ => {}
+        }
+        let (status, code, _) = self.parts();
+        let mut response = (status, Json(self.envelope())).into_response();
         if let Self::RateLimited { retry_after_secs, .. } = self {
             response
                 .headers_mut()
@@ -264,6 +283,24 @@ mod tests {
         ];
         let codes: std::collections::HashSet<_> = all.iter().map(|e| e.parts().1).collect();
         assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn refusals_round_trip_through_their_envelope() {
+        let details = Details::from([("products[0].quantity".to_owned(), "requested 5, available 2".to_owned())]);
+        for refusal in [
+            AppError::ProductNotFound(details.clone()),
+            AppError::ProductDiscontinued(details.clone()),
+            AppError::InsufficientStock(details.clone()),
+        ] {
+            assert!(refusal.is_refusal());
+            let stored = serde_json::to_value(refusal.envelope()).unwrap();
+            let back = AppError::refusal_from(&stored).unwrap();
+            assert_eq!(serde_json::to_value(back.envelope()).unwrap(), stored);
+        }
+        let other = serde_json::to_value(AppError::NoRoute.envelope()).unwrap();
+        assert!(AppError::refusal_from(&other).is_none());
+        assert!(!AppError::Timeout.is_refusal());
     }
 
     #[tokio::test]

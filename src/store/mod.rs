@@ -2,6 +2,7 @@
 //! writes insert their audit record in the same transaction.
 
 pub mod audit;
+pub mod idempotency;
 pub mod orders;
 pub mod products;
 

@@ -89,8 +89,14 @@ pub fn refusal(lines: &[LineCheck]) -> AppError {
 /// uses, so orders cannot deadlock), decrement only when every line passes,
 /// insert the order, its lines and its audit record. When nothing was sold,
 /// the same statement returns each line as judged under lock, so the error
-/// cannot be contradicted by a concurrent restock.
-pub async fn process(db: &PgPool, order: &NewOrder, audit: &AuditEntry) -> Result<Processed, AppError> {
+/// cannot be contradicted by a concurrent restock. With an idempotency key,
+/// the same statement completes the key with the order it sold.
+pub async fn process(
+    db: &PgPool,
+    order: &NewOrder,
+    audit: &AuditEntry,
+    idempotency_key: Option<&str>,
+) -> Result<Processed, AppError> {
     // Texts that cannot be ids become NULL: found by nothing, reported as not found.
     let ids: Vec<Option<i64>> = order
         .lines
@@ -130,6 +136,11 @@ pub async fn process(db: &PgPool, order: &NewOrder, audit: &AuditEntry) -> Resul
            ), order_lines as (
                insert into order_line (manager_id, order_id, line_no, product_id, quantity, unit_price)
                select $1, o.id, s.line_no, s.id, s.qty, s.price from placed o, sold s
+           ), remembered as (
+               update idempotency_key k
+                  set status = 200, order_id = o.id, completed_at = now()
+                 from placed o
+                where $7::text is not null and k.manager_id = $1 and k.key = $7
            ), audited as (
                insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                       error_code, duration_ms, client_addr, product_ids, order_id)
@@ -152,6 +163,7 @@ pub async fn process(db: &PgPool, order: &NewOrder, audit: &AuditEntry) -> Resul
         order.customer_id.as_str(),
         order.customer_email,
         entry,
+        idempotency_key,
     )
     .fetch_all(db)
     .await?;

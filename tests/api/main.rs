@@ -8,6 +8,7 @@ mod concurrency;
 mod docs;
 mod envelope;
 mod helpers;
+mod idempotency;
 mod inventory;
 mod multi_instance;
 mod orders;

@@ -1,0 +1,135 @@
+//! Idempotency keys of order requests: claim a key, answer a retry from the
+//! stored outcome, record a refusal, release a key whose request failed.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::domain::{ManagerId, Money, OrderId};
+
+/// What a request carrying a key may do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The key is this request's: process it, then record the outcome.
+    Owned,
+    /// The key's first request sold this order: answer the same.
+    Sold {
+        /// The order sold.
+        order_id: OrderId,
+        /// Its total.
+        total: Money,
+    },
+    /// The key's first request was refused: answer the same.
+    Refused {
+        /// 404 or 409.
+        status: u16,
+        /// The error envelope it got.
+        body: Value,
+    },
+    /// The key was first used with another body.
+    Reused,
+    /// The key's first request is still running.
+    InUse,
+}
+
+/// Claims `key` for a request with this (canonical) body. A claim whose
+/// request has not finished after `stale_after` is taken over: that request
+/// is gone (the service stopped or the request outlived its timeout).
+pub async fn claim(
+    db: &PgPool,
+    manager: &ManagerId,
+    key: &str,
+    request: &str,
+    stale_after: Duration,
+) -> Result<Claim, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"with claimed as (
+               insert into idempotency_key (manager_id, key, request)
+               values ($1, $2, $3)
+               on conflict (manager_id, key) do update
+                  set claimed_at = now()
+                where idempotency_key.status is null
+                  and idempotency_key.request = excluded.request
+                  and idempotency_key.claimed_at < now() - make_interval(secs => $4)
+            returning 1
+           )
+           select exists (select 1 from claimed) as "owned!",
+                  k.request = $3 as "same_request?",
+                  k.status as "status?",
+                  k.response as "response?",
+                  o.id as "order_id?",
+                  o.total_amount as "total?"
+             from (values (1)) as one (x)
+             left join idempotency_key k on k.manager_id = $1 and k.key = $2
+             left join customer_order o on o.manager_id = k.manager_id and o.id = k.order_id"#,
+        manager.as_str(),
+        key,
+        request,
+        stale_after.as_secs_f64(),
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(match row {
+        r if r.owned => Claim::Owned,
+        // Claimed by a request that committed after this statement began.
+        r if r.same_request.is_none() => Claim::InUse,
+        r if r.same_request == Some(false) => Claim::Reused,
+        r => match (r.status, r.order_id, r.total, r.response) {
+            (Some(200), Some(order_id), Some(total), _) => Claim::Sold {
+                order_id: OrderId::from_db(order_id),
+                total: Money::from_decimal(total),
+            },
+            (Some(status), _, _, Some(body)) => Claim::Refused {
+                status: status as u16,
+                body,
+            },
+            _ => Claim::InUse,
+        },
+    })
+}
+
+/// Records that the key's request was refused with this status and body.
+pub async fn refused(
+    db: &PgPool,
+    manager: &ManagerId,
+    key: &str,
+    status: u16,
+    body: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update idempotency_key set status = $3, response = $4, completed_at = now()
+          where manager_id = $1 and key = $2 and status is null",
+        manager.as_str(),
+        key,
+        status as i16,
+        body,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Frees the key of a request that failed for a passing reason (5xx), so a
+/// retry runs again.
+pub async fn release(db: &PgPool, manager: &ManagerId, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "delete from idempotency_key where manager_id = $1 and key = $2 and status is null",
+        manager.as_str(),
+        key
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets keys claimed longer ago than `age`.
+pub async fn forget_older_than(db: &PgPool, age: Duration) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "delete from idempotency_key where claimed_at < now() - make_interval(secs => $1)",
+        age.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
