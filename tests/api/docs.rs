@@ -212,6 +212,17 @@ async fn every_documented_error_response_uses_the_error_envelope_schema(db: PgPo
         .as_object()
         .unwrap();
     assert!(order_errors.contains_key("409"), "orders document 409");
+    assert!(
+        order_errors.contains_key("422"),
+        "orders document 422 (Idempotency-Key reused)"
+    );
+    let order_parameters = operation(&doc, "post", "/api/orders/process")["parameters"].clone();
+    assert!(
+        order_parameters.as_array().is_some_and(|params| params
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")),
+        "orders document the Idempotency-Key header: {order_parameters}"
+    );
 
     let mut checked = 0;
     for (method, path, operation) in operations(&doc) {
