@@ -130,7 +130,8 @@ impl ListCache {
     }
 
     /// Makes every cached list of `manager` unreachable. Call after a write
-    /// commits and before its response is sent.
+    /// commits and before its response is sent. If Redis cannot be reached,
+    /// this instance drops its whole cache and the error is returned.
     pub async fn invalidate(&self, manager: &ManagerId) -> anyhow::Result<()> {
         match &self.generations {
             Generations::Memory { current, next } => {
@@ -140,11 +141,16 @@ impl ListCache {
                 Ok(())
             }
             Generations::Redis { conn, bump, prefix, .. } => {
-                let _: u64 = bump
+                let bumped: Result<u64, _> = bump
                     .key(format!("{prefix}gen:{manager}"))
                     .invoke_async(&mut conn.clone())
-                    .await?;
-                Ok(())
+                    .await;
+                if bumped.is_err() {
+                    // This instance at least serves nothing older than the
+                    // write; other instances' entries expire with their TTL.
+                    self.lists.invalidate_all();
+                }
+                bumped.map(drop).map_err(Into::into)
             }
         }
     }

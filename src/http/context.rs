@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
-use super::AppState;
+use super::{AppState, query::Query};
 use crate::{
     audit::AuditEntry,
     domain::ManagerId,
@@ -205,13 +205,8 @@ fn set_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
 
 /// The valid manager id in the query string, else in the JSON body.
 fn manager_named(query: Option<&str>, body: &Result<Value, BodyError>) -> Option<ManagerId> {
-    let from_query = query.and_then(|q| {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-            .ok()?
-            .into_iter()
-            .find(|(key, _)| key == "manager_id")
-            .map(|(_, value)| value)
-    });
+    let query = Query::parse(query);
+    let from_query = query.get("manager_id").map(str::to_owned);
     let from_body = || match body {
         Ok(Value::Object(fields)) => fields.get("manager_id").and_then(Value::as_str).map(str::to_owned),
         _ => None,

@@ -7,6 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ecommerce_api::{
+    cache::{CachedList, ListCache},
+    domain::ManagerId,
+};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -87,4 +91,36 @@ async fn when_redis_goes_away_limited_requests_get_503_and_recover_when_it_retur
         json!({"products": [{"id": "prod_001", "name": "Tea", "price": 2, "quantity": 5}]})
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_shared_invalidation_empties_the_local_cache() {
+    let port = free_port();
+    let redis = Redis::start(port);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    let conn = redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .unwrap();
+    let cache = ListCache::shared(conn, 100, Duration::from_secs(60), "outage:");
+    let manager = ManagerId::parse("m").unwrap();
+    let generation = cache.generation(&manager).await.unwrap();
+    let list = CachedList {
+        body: "[]".into(),
+        etag: "\"e\"".into(),
+        next: None,
+    };
+    cache.put(&manager, generation, "q".into(), list).await;
+    assert!(cache.get(&manager, generation, "q").await.is_some());
+
+    drop(redis);
+    let invalidated = cache.invalidate(&manager).await;
+
+    assert!(invalidated.is_err(), "the bump could not reach Redis");
+    assert!(
+        cache.get(&manager, generation, "q").await.is_none(),
+        "nothing older than the write is served here"
+    );
 }
