@@ -49,7 +49,7 @@ pub struct ProductInput {
     #[schema(example = "Premium Coffee Beans", min_length = 1, max_length = 200)]
     name: String,
     /// A JSON number (not a string) > 0 and ≤ 1,000,000 with at most 2 decimals.
-    #[schema(value_type = f64, example = 15.99, exclusive_minimum = 0, maximum = 1000000, multiple_of = 0.01)]
+    #[schema(value_type = f64, example = 15.99, exclusive_minimum = 0, maximum = 1000000)]
     price: f64,
     /// Units in stock (set, not added): an integer 0 … 1,000,000,000.
     #[schema(example = 100, minimum = 0, maximum = 1000000000)]
