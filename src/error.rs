@@ -66,6 +66,9 @@ pub enum AppError {
     /// 503: the database (or another dependency) is unavailable.
     #[error("the service is temporarily unavailable, try again shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// 408: the request body did not arrive within the configured timeout.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// 504: the request took longer than the configured timeout.
     #[error("the request took too long")]
     Timeout,
@@ -120,6 +123,7 @@ impl AppError {
             NoRoute => (StatusCode::NOT_FOUND, "NOT_FOUND", Details::new()),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", Details::new()),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", Details::new()),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", Details::new()),
             Timeout => (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT", Details::new()),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", Details::new()),
         }
@@ -278,6 +282,7 @@ mod tests {
             AppError::NoRoute,
             AppError::MethodNotAllowed,
             AppError::Unavailable(anyhow::anyhow!("x")),
+            AppError::RequestTimeout,
             AppError::Timeout,
             AppError::Internal(anyhow::anyhow!("x")),
         ];

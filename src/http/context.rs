@@ -3,7 +3,10 @@
 //! find the manager the request names, apply that manager's rate limit, and
 //! leave exactly one audit record when the response is decided.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -88,6 +91,7 @@ pub struct AuditWritten(pub Box<AuditEntry>);
 enum BodyError {
     UnsupportedMediaType,
     TooLarge(usize),
+    TooSlow,
     Malformed(String),
     Unreadable,
 }
@@ -97,6 +101,7 @@ impl From<BodyError> for AppError {
         match err {
             BodyError::UnsupportedMediaType => AppError::UnsupportedMediaType,
             BodyError::TooLarge(limit) => AppError::PayloadTooLarge { limit },
+            BodyError::TooSlow => AppError::RequestTimeout,
             BodyError::Malformed(why) => AppError::invalid("body", format!("is not valid JSON: {why}")),
             BodyError::Unreadable => AppError::invalid("body", "could not be read"),
         }
@@ -142,7 +147,8 @@ async fn serve_api(state: AppState, request: Request, next: Next) -> Response {
     let occurred_at = Utc::now();
     let (mut parts, body) = request.into_parts();
     let parsed = if parts.method == Method::POST {
-        read_json(&parts.headers, body, state.settings.body_limit_bytes).await
+        let patience = Duration::from_secs(state.settings.request_timeout_secs);
+        read_json(&parts.headers, body, state.settings.body_limit_bytes, patience).await
     } else {
         Ok(Value::Null)
     };
@@ -225,16 +231,17 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, BodyError> {
+/// Reads and parses a JSON body of at most `limit` bytes that arrives within
+/// `patience` (a client trickling its body does not hold a task forever).
+async fn read_json(headers: &HeaderMap, body: Body, limit: usize, patience: Duration) -> Result<Value, BodyError> {
     if !is_json(headers) {
         return Err(BodyError::UnsupportedMediaType);
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(BodyError::TooLarge(limit));
-        }
-        Err(_) => return Err(BodyError::Unreadable),
+    let bytes = match tokio::time::timeout(patience, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => return Err(BodyError::TooLarge(limit)),
+        Ok(Err(_)) => return Err(BodyError::Unreadable),
+        Err(_) => return Err(BodyError::TooSlow),
     };
     serde_json::from_slice(&bytes).map_err(|err| BodyError::Malformed(err.to_string()))
 }

@@ -81,6 +81,7 @@ pub struct ProcessOrderResponse {
             example = json!({"error": {"code": "IDEMPOTENCY_KEY_REUSED",
                 "message": "this Idempotency-Key was used with a different request body",
                 "details": {"Idempotency-Key": "was first used with a different body"}}})),
+        (status = 408, description = "The body did not arrive within the request timeout", body = ErrorEnvelope),
         (status = 413, description = "Body over the size limit", body = ErrorEnvelope),
         (status = 415, description = "Content-Type is not JSON", body = ErrorEnvelope),
         (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),

@@ -683,3 +683,31 @@ async fn without_a_database_requests_get_503_and_readiness_fails_but_liveness_ho
     let live: Value = live.json().await.unwrap();
     assert_eq!(live, json!({"status": "ok"}));
 }
+
+#[sqlx::test]
+async fn a_body_that_never_finishes_arriving_gets_a_408_envelope(db: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(
+        db,
+        Settings {
+            request_timeout_secs: 1,
+            ..helpers::settings()
+        },
+        None,
+    )
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = "POST /api/inventory/products HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\nConnection: close\r\n\r\n{\"manager_id\": ";
+    socket.write_all(head.as_bytes()).await.unwrap();
+
+    let mut reply = String::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read_to_string(&mut reply)).await;
+
+    assert!(read.is_ok(), "answered without waiting for the rest of the body");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains(r#""code":"REQUEST_TIMEOUT""#), "{reply}");
+    assert_eq!(app.audit_rows(1).await, 1, "the request is audited");
+}
