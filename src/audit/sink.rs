@@ -59,17 +59,22 @@ impl AuditWriter {
 async fn drain(db: PgPool, mut rx: mpsc::Receiver<AuditEntry>, batch_size: usize) {
     let mut batch = Vec::with_capacity(batch_size);
     while rx.recv_many(&mut batch, batch_size).await > 0 {
-        write_with_retry(&db, &batch).await;
+        write_with_retry(&db, &batch, || rx.is_closed()).await;
         batch.clear();
     }
 }
 
-/// Retries a failed batch with growing pauses (about a minute in all) while
-/// the queue fills behind it and slows requests down; records that still
-/// cannot be written are in the process log, and the loss is logged.
-async fn write_with_retry(db: &PgPool, batch: &[AuditEntry]) {
+/// Writes a batch, retrying with growing pauses (up to 5 s) for as long as
+/// the service runs: meanwhile the queue fills behind it and slows requests
+/// down, and nothing is dropped. Once the service is stopping (`closing`), a
+/// few more attempts are made, so a stop is not held up forever by a
+/// database that is gone; records still unwritten then are logged as lost
+/// (each is also in the process log already).
+async fn write_with_retry(db: &PgPool, batch: &[AuditEntry], closing: impl Fn() -> bool) {
+    const ATTEMPTS_WHILE_CLOSING: u32 = 5;
     let mut pause = Duration::from_millis(50);
-    for attempt in 1..=12 {
+    let mut attempts_while_closing = 0;
+    loop {
         let started = std::time::Instant::now();
         match store::audit::insert_batch(db, batch).await {
             Ok(_) => {
@@ -77,13 +82,19 @@ async fn write_with_retry(db: &PgPool, batch: &[AuditEntry]) {
                 return;
             }
             Err(err) => {
-                tracing::warn!(error = %err, attempt, records = batch.len(), "audit batch failed; retrying");
+                if closing() {
+                    attempts_while_closing += 1;
+                    if attempts_while_closing > ATTEMPTS_WHILE_CLOSING {
+                        for entry in batch {
+                            tracing::error!(request_id = %entry.request_id, "audit record could not be stored");
+                        }
+                        return;
+                    }
+                }
+                tracing::warn!(error = %err, records = batch.len(), "audit batch failed; retrying");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
-    }
-    for entry in batch {
-        tracing::error!(request_id = %entry.request_id, "audit record could not be stored");
     }
 }

@@ -715,3 +715,52 @@ async fn a_request_that_panics_times_out_or_is_abandoned_still_leaves_its_audit_
     );
     assert_eq!(count_rows(&db).await, 3);
 }
+
+#[sqlx::test]
+async fn queued_records_survive_a_database_hiccup(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    sqlx::query("alter table audit_log rename to audit_log_away")
+        .execute(&db)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            app.get(&format!("{LIST}?manager_id=hiccup&limit=0")).await.status(),
+            400
+        );
+    }
+    // Let the writer fail at least once.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    sqlx::query("alter table audit_log_away rename to audit_log")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        app.audit_rows(3).await,
+        3,
+        "every record written once the table is back"
+    );
+    app.stop().await;
+    assert_eq!(count_rows(&db).await, 3);
+}
+
+#[sqlx::test]
+async fn a_stop_with_the_audit_table_gone_gives_up_after_a_few_attempts(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    sqlx::query("alter table audit_log rename to audit_log_away")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(app.get(&format!("{LIST}?manager_id=gone")).await.status(), 200);
+
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), app.stop()).await;
+
+    assert!(stopped.is_ok(), "stop returned although the record could not be stored");
+    sqlx::query("alter table audit_log_away rename to audit_log")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&db).await, 0);
+}
