@@ -2,7 +2,7 @@
 
 use axum::{
     Json,
-    extract::{RawQuery, State},
+    extract::State,
     http::header,
     response::{IntoResponse, Response},
 };
@@ -42,8 +42,7 @@ pub struct AuditResponse {
         (status = 503, description = "Database unavailable", body = ErrorEnvelope),
         (status = 500, description = "Internal error", body = ErrorEnvelope),
     ))]
-pub async fn list_audit(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, AppError> {
-    let query = Query::parse(raw.as_deref());
+pub async fn list_audit(State(state): State<AppState>, query: Query) -> Result<Response, AppError> {
     let mut bad = Problems::default();
     let manager = query.manager(&mut bad);
     let limit = query.limit(&mut bad);

@@ -152,7 +152,8 @@ async fn serve_api(state: AppState, request: Request, next: Next) -> Response {
     } else {
         Ok(Value::Null)
     };
-    let manager = manager_named(parts.uri.query(), &parsed);
+    let query = Query::parse(parts.uri.query());
+    let manager = manager_named(&query, &parsed);
     let context = RequestContext {
         request_id: parts
             .headers
@@ -183,6 +184,7 @@ async fn serve_api(state: AppState, request: Request, next: Next) -> Response {
         Some(Err(err)) => AppError::Unavailable(anyhow::anyhow!("rate limiter: {err}")).into_response(),
         _ => {
             parts.extensions.insert(ParsedBody(parsed));
+            parts.extensions.insert(query);
             parts.extensions.insert(context.clone());
             next.run(Request::from_parts(parts, Body::empty())).await
         }
@@ -210,8 +212,7 @@ fn set_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
 }
 
 /// The valid manager id in the query string, else in the JSON body.
-fn manager_named(query: Option<&str>, body: &Result<Value, BodyError>) -> Option<ManagerId> {
-    let query = Query::parse(query);
+fn manager_named(query: &Query, body: &Result<Value, BodyError>) -> Option<ManagerId> {
     let from_query = query.get("manager_id").map(str::to_owned);
     let from_body = || match body {
         Ok(Value::Object(fields)) => fields.get("manager_id").and_then(Value::as_str).map(str::to_owned),
@@ -271,16 +272,26 @@ mod tests {
     fn the_manager_comes_from_the_query_first_then_the_body() {
         let body = Ok(json!({"manager_id": "from_body"}));
         assert_eq!(
-            manager_named(Some("manager_id=from_query"), &body).unwrap().as_str(),
+            manager_named(&Query::parse(Some("manager_id=from_query")), &body)
+                .unwrap()
+                .as_str(),
             "from_query"
         );
         assert_eq!(
-            manager_named(Some("status=in_stock"), &body).unwrap().as_str(),
+            manager_named(&Query::parse(Some("status=in_stock")), &body)
+                .unwrap()
+                .as_str(),
             "from_body"
         );
-        assert_eq!(manager_named(None, &Ok(json!({"manager_id": "bad id"}))), None);
-        assert_eq!(manager_named(None, &Ok(json!({"manager_id": 5}))), None);
-        assert_eq!(manager_named(None, &Err(BodyError::Unreadable)), None);
-        assert_eq!(manager_named(Some("manager_id=%ZZ"), &Ok(Value::Null)), None);
+        assert_eq!(
+            manager_named(&Query::parse(None), &Ok(json!({"manager_id": "bad id"}))),
+            None
+        );
+        assert_eq!(manager_named(&Query::parse(None), &Ok(json!({"manager_id": 5}))), None);
+        assert_eq!(manager_named(&Query::parse(None), &Err(BodyError::Unreadable)), None);
+        assert_eq!(
+            manager_named(&Query::parse(Some("manager_id=%ZZ")), &Ok(Value::Null)),
+            None
+        );
     }
 }

@@ -1,7 +1,12 @@
 //! Query strings of the list endpoints: parsed once, every bad parameter
 //! reported, and the `Link` header that points at the next page.
 
-use axum::http::HeaderValue;
+use std::convert::Infallible;
+
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderValue, request::Parts},
+};
 
 use crate::domain::{ManagerId, Problems};
 
@@ -67,6 +72,19 @@ impl Query {
             None => Some(None),
             Some(text) => bad.check(name, parse(text)).map(Some),
         }
+    }
+}
+
+/// The query the `/api/` middleware already parsed (or, elsewhere, the
+/// request's own): handlers never parse it a second time.
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(parts
+            .extensions
+            .remove::<Self>()
+            .unwrap_or_else(|| Self::parse(parts.uri.query())))
     }
 }
 

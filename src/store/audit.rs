@@ -10,7 +10,7 @@ use crate::audit::AuditEntry;
 
 /// Inserts many records in one statement (one round trip, one JSON array).
 pub async fn insert_batch(db: &PgPool, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
-    let rows = serde_json::to_value(entries).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let rows = super::json_param(&entries)?;
     let done = sqlx::query!(
         r#"insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                   error_code, duration_ms, client_addr, product_ids, order_id)

@@ -104,7 +104,7 @@ pub async fn process(
         .map(|line| line.product.map(ProductId::get))
         .collect();
     let quantities: Vec<i32> = order.lines.iter().map(|line| line.quantity).collect();
-    let entry = serde_json::to_value(audit).map_err(|e| AppError::Internal(e.into()))?;
+    let entry = super::json_param(audit)?;
     let rows = sqlx::query!(
         r#"with req as (
                select * from unnest($2::bigint[], $3::int[]) with ordinality as r(id, qty, line_no)

@@ -195,7 +195,7 @@ async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) ->
     let names: Vec<&str> = batch.items.iter().map(|item| item.name.as_str()).collect();
     let prices: Vec<_> = batch.items.iter().map(|item| item.price.amount()).collect();
     let quantities: Vec<i32> = batch.items.iter().map(|item| item.quantity).collect();
-    let entry = serde_json::to_value(audit).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let entry = super::json_param(audit)?;
     let rows = sqlx::query_as!(
         ProductRow,
         r#"with input as materialized (
@@ -247,7 +247,7 @@ pub async fn discontinue(
     product: ProductId,
     audit: &AuditEntry,
 ) -> Result<Option<ProductId>, sqlx::Error> {
-    let entry = serde_json::to_value(audit).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let entry = super::json_param(audit)?;
     sqlx::query_scalar!(
         r#"with done as (
                update product
