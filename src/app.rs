@@ -9,11 +9,13 @@ use sqlx::PgPool;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
-    audit::{AuditSink, AuditWriter},
+    audit::{AuditSink, AuditWriter, QueueConfig},
     cache::ListCache,
     config::Settings,
     http::{self, AppState},
     rate_limit::{Limiter, MemoryLimiter, RedisLimiter},
+    server::{self, Limits},
+    shared::SharedRedis,
     store,
 };
 
@@ -21,6 +23,7 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: Limits,
     audit_writer: AuditWriter,
     maintenance: JoinHandle<()>,
 }
@@ -50,8 +53,14 @@ impl Application {
             .await
             .with_context(|| format!("could not listen on {host}:{port}"))?;
         let maintenance = tokio::spawn(maintain(state.db.clone()));
+        let limits = Limits {
+            header_timeout: Duration::from_secs(state.settings.header_timeout_secs),
+            idle_timeout: Duration::from_secs(state.settings.idle_timeout_secs),
+            max_connections: state.settings.max_connections,
+        };
         Ok(Self {
             listener,
+            limits,
             router: router(state),
             audit_writer,
             maintenance,
@@ -66,10 +75,7 @@ impl Application {
     /// Serves until `shutdown` completes, then lets requests in flight
     /// finish and writes every queued audit record before returning.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = server::serve(self.listener, self.router, self.limits, shutdown).await;
         self.maintenance.abort();
         self.audit_writer.finish().await;
         served.context("server error")
@@ -80,36 +86,37 @@ impl Application {
 pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> anyhow::Result<(AppState, AuditWriter)> {
     let window = Duration::from_secs(settings.rate_limit_window_secs);
     let ttl = Duration::from_secs(settings.cache_ttl_secs);
-    let (limiter, cache) = match redis_url {
+    let local = MemoryLimiter::new(settings.rate_limit_max, window, settings.rate_limit_max_managers);
+    let (limiter, cache, redis) = match redis_url {
         Some(url) => {
-            let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-            // Bounded waits: a Redis that stops answering costs a request at most
-            // about a second (then 503), never a hang until the request timeout.
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_number_of_retries(3)
-                .set_max_delay(Duration::from_secs(1))
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(1)));
-            let conn = redis::aio::ConnectionManager::new_with_config(client, config)
-                .await
-                .context("could not connect to Redis (check REDIS_URL)")?;
-            let prefix = settings.redis_key_prefix.as_str();
+            let redis = SharedRedis::connect(url, &settings.redis_key_prefix).await?;
             (
-                Limiter::Redis(RedisLimiter::new(conn.clone(), settings.rate_limit_max, window, prefix)),
-                ListCache::shared(conn, settings.cache_max_entries, ttl, prefix),
+                Limiter::shared(RedisLimiter::new(redis.clone(), settings.rate_limit_max, window), local),
+                ListCache::shared(redis.clone(), settings.cache_max_bytes, ttl),
+                Some(redis),
             )
         }
         None => (
-            Limiter::Memory(MemoryLimiter::new(settings.rate_limit_max, window)),
-            ListCache::in_memory(settings.cache_max_entries, ttl),
+            Limiter::local(local),
+            ListCache::in_memory(settings.cache_max_bytes, ttl),
+            None,
         ),
     };
-    let (audit, writer) = AuditSink::spawn(db.clone(), settings.audit_queue_capacity, settings.audit_batch_size);
+    let (audit, writer) = AuditSink::spawn(
+        db.clone(),
+        QueueConfig {
+            capacity: settings.audit_queue_capacity,
+            batch_size: settings.audit_batch_size,
+            wait: Duration::from_millis(settings.audit_queue_wait_ms),
+            spill_dir: settings.audit_spill_dir.clone(),
+        },
+    );
     let state = AppState {
         db,
         settings: Arc::new(settings),
         limiter,
         cache,
+        redis,
         audit,
         metrics: crate::metrics::install(),
     };

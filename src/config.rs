@@ -20,6 +20,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of the value does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Apply migrations, then serve the API until SIGINT or SIGTERM.
     Serve(ServeArgs),
@@ -50,6 +52,16 @@ pub struct DbArgs {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
+    /// Longest a statement may run on the server (`statement_timeout`), in
+    /// seconds; 0 turns the bound off.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub db_statement_timeout_secs: u64,
+    /// Longest a statement may wait for a lock (`lock_timeout`), in seconds;
+    /// 0 turns the bound off.
+    #[arg(long, env = "DB_LOCK_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub db_lock_timeout_secs: u64,
 }
 
 /// `serve`'s options.
@@ -96,13 +108,39 @@ pub struct Settings {
     #[arg(long, env = "CACHE_TTL_SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub cache_ttl_secs: u64,
-    /// Most product lists kept in the cache.
-    #[arg(long, env = "CACHE_MAX_ENTRIES", default_value_t = 10_000)]
-    pub cache_max_entries: u64,
-    /// Audit records that may wait to be written before requests wait.
+    /// Most bytes of product lists kept in the cache (0: no cache).
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 67_108_864)]
+    pub cache_max_bytes: u64,
+    /// Most managers whose sliding logs this process keeps (least recently
+    /// used forgotten first).
+    #[arg(long, env = "RATE_LIMIT_MAX_MANAGERS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_limit_max_managers: u64,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+    /// Most connections served at once; more wait to be accepted.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
+    pub max_connections: usize,
+    /// Audit records of requests in flight or waiting to be written.
     #[arg(long, env = "AUDIT_QUEUE_CAPACITY", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|n| n as usize))]
     pub audit_queue_capacity: usize,
+    /// Milliseconds a request waits for room in a full audit queue before it
+    /// is answered 503 (its record then goes to the spill folder).
+    #[arg(long, env = "AUDIT_QUEUE_WAIT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub audit_queue_wait_ms: u64,
+    /// Folder where audit records that found the queue full are kept until
+    /// the database takes them.
+    #[arg(long, env = "AUDIT_SPILL_DIR", default_value = ".data/audit-spill")]
+    pub audit_spill_dir: PathBuf,
     /// Most audit records written by one statement.
     #[arg(long, env = "AUDIT_BATCH_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=10_000).map(|n| n as usize))]
@@ -122,8 +160,14 @@ impl Default for Settings {
             body_limit_bytes: 1_048_576,
             request_timeout_secs: 30,
             cache_ttl_secs: 60,
-            cache_max_entries: 10_000,
+            cache_max_bytes: 67_108_864,
+            rate_limit_max_managers: 100_000,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
             audit_queue_capacity: 10_000,
+            audit_queue_wait_ms: 1000,
+            audit_spill_dir: PathBuf::from(".data/audit-spill"),
             audit_batch_size: 500,
             redis_key_prefix: "ecommerce:".into(),
         }

@@ -12,7 +12,14 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Problems, problems::Details};
+use crate::{
+    domain::{Problems, problems::Details},
+    store::{
+        Failure,
+        orders::{OrderRefusal, Refusal},
+        products::UpsertRefusal,
+    },
+};
 
 /// Everything that can go wrong with a request, one variant per error code.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +31,7 @@ pub enum AppError {
     #[error("the request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
     /// 413: a body over the configured limit.
-    #[error("the request body is larger than {limit} bytes")]
+    #[error("the request body is too large")]
     PayloadTooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -96,7 +103,13 @@ impl AppError {
             PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
-                field("body", format!("must be at most {limit} bytes")),
+                field(
+                    "body",
+                    match limit {
+                        0 => "is too large".to_owned(),
+                        limit => format!("must be at most {limit} bytes"),
+                    },
+                ),
             ),
             ProductNotFound(d) => (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND", d.clone()),
             ProductDiscontinued(d) => (StatusCode::CONFLICT, "PRODUCT_DISCONTINUED", d.clone()),
@@ -126,6 +139,22 @@ impl AppError {
             RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", Details::new()),
             Timeout => (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT", Details::new()),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", Details::new()),
+        }
+    }
+
+    /// The error for a bare error status made outside the handlers (a
+    /// rejection by a layer): the same status, with its own code.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NoRoute,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge { limit: 0 },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
+            StatusCode::GATEWAY_TIMEOUT => Self::Timeout,
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(anyhow::anyhow!("bare 503 response")),
+            status if status.is_server_error() => Self::Internal(anyhow::anyhow!("bare {status} response")),
+            status => Self::invalid("request", status.canonical_reason().unwrap_or("rejected")),
         }
     }
 
@@ -173,6 +202,36 @@ impl From<Problems> for AppError {
     }
 }
 
+impl<R: Into<AppError>> From<Failure<R>> for AppError {
+    fn from(failure: Failure<R>) -> Self {
+        match failure {
+            Failure::Refused(reason) => reason.into(),
+            Failure::Database(err) => err.into(),
+        }
+    }
+}
+
+impl From<UpsertRefusal> for AppError {
+    fn from(refusal: UpsertRefusal) -> Self {
+        match refusal {
+            UpsertRefusal::NotFound(d) => Self::ProductNotFound(d),
+            UpsertRefusal::Twice(d) => Self::InvalidRequest(d),
+            UpsertRefusal::NameTaken(d) => Self::ProductNameTaken(d),
+        }
+    }
+}
+
+impl From<OrderRefusal> for AppError {
+    fn from(refusal: OrderRefusal) -> Self {
+        match refusal {
+            OrderRefusal::Products(Refusal::NotFound, d) => Self::ProductNotFound(d),
+            OrderRefusal::Products(Refusal::Discontinued, d) => Self::ProductDiscontinued(d),
+            OrderRefusal::Products(Refusal::InsufficientStock, d) => Self::InsufficientStock(d),
+            OrderRefusal::ClaimLost => Self::IdempotencyKeyInUse,
+        }
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     /// Connection trouble is a 503 the client may retry; anything else is a
     /// bug or a broken invariant, a 500.
@@ -182,6 +241,11 @@ impl From<sqlx::Error> for AppError {
                 Self::Unavailable(err.into())
             }
             sqlx::Error::Database(ref db) if is_unavailable_state(db.code().as_deref()) => {
+                Self::Unavailable(err.into())
+            }
+            // statement_timeout (57014) or lock_timeout (55P03): the database
+            // is too busy to answer in time; the client may retry.
+            sqlx::Error::Database(ref db) if matches!(db.code().as_deref(), Some("57014" | "55P03")) => {
                 Self::Unavailable(err.into())
             }
             other => Self::Internal(anyhow::Error::new(other).context("database query failed")),

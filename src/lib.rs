@@ -4,7 +4,8 @@
 //! - [`store`]: every SQL statement.
 //! - [`http`]: routes, middleware, OpenAPI.
 //! - [`rate_limit`], [`cache`], [`audit`]: the per-request services.
-//! - [`app`], [`config`], [`db`], [`telemetry`]: wiring.
+//! - [`shared`]: the Redis instances share, and its health.
+//! - [`app`], [`server`], [`config`], [`db`], [`telemetry`]: wiring.
 
 pub mod app;
 pub mod audit;
@@ -16,6 +17,8 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod rate_limit;
+pub mod server;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 

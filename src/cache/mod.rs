@@ -3,7 +3,13 @@
 //! generation before its response is sent, so no later read can find an
 //! entry made before the write. Entries hold the finished response body and
 //! its ETag, so a hit costs no serialisation. The generation lives in this
-//! process, or in Redis when several instances share one database.
+//! process, or in Redis when several instances share one database; while
+//! that Redis cannot be reached, lists are read from PostgreSQL (see
+//! [`crate::shared`]).
+//!
+//! Bounded: entries by their size in bytes (`CACHE_MAX_BYTES`) and their age
+//! (`CACHE_TTL_SECS`); generations kept in this process by count, those in
+//! Redis expire a minute after the entries that could use them.
 
 use std::{
     sync::{
@@ -15,9 +21,9 @@ use std::{
 
 use axum::{body::Bytes, http::HeaderValue};
 use moka::future::Cache;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
-use crate::domain::ManagerId;
+use crate::{domain::ManagerId, shared::SharedRedis};
 
 /// A cached product-list response.
 #[derive(Debug, Clone)]
@@ -30,8 +36,14 @@ pub struct CachedList {
     pub next: Option<HeaderValue>,
 }
 
+/// A manager's generation: the shared epoch and the manager's own counter.
+pub type Generation = (u64, u64);
+
 /// What a list read is keyed by: manager, generation, normalised query.
-type Key = (ManagerId, u64, String);
+type Key = (ManagerId, Generation, String);
+
+/// Generations of this many managers are kept in this process.
+const LOCAL_GENERATIONS: u64 = 100_000;
 
 /// The cache and the store of generations.
 #[derive(Clone)]
@@ -47,10 +59,10 @@ enum Generations {
         next: Arc<AtomicU64>,
     },
     Redis {
-        conn: ConnectionManager,
+        redis: SharedRedis,
         read: Script,
         bump: Script,
-        prefix: String,
+        ttl_ms: u64,
     },
 }
 
@@ -62,9 +74,11 @@ impl std::fmt::Debug for ListCache {
     }
 }
 
-/// Reads a manager's generation, creating it from the server clock (in
-/// microseconds) if missing, so a generation lost with a Redis restart comes
-/// back larger than any before it and never matches an old entry.
+/// Reads the epoch (KEYS[2]) and a manager's generation (KEYS[1]), creating
+/// the generation from the server clock (in microseconds) if missing, so a
+/// generation lost with a Redis restart or by expiry comes back larger than
+/// any before it and never matches an old entry. ARGV[1]: the generation's
+/// time to live in ms, renewed on every use.
 const READ_GENERATION: &str = r"
 local g = redis.call('GET', KEYS[1])
 if not g then
@@ -72,7 +86,8 @@ if not g then
   redis.call('SET', KEYS[1], t[1] * 1000000 + t[2], 'NX')
   g = redis.call('GET', KEYS[1])
 end
-return tonumber(g)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return {tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(g)}
 ";
 
 /// Bumps a manager's generation (creating it as above first).
@@ -81,21 +96,31 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   local t = redis.call('TIME')
   redis.call('SET', KEYS[1], t[1] * 1000000 + t[2], 'NX')
 end
-return redis.call('INCR', KEYS[1])
+local g = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return g
 ";
 
 impl ListCache {
-    fn lists(capacity: u64, ttl: Duration) -> Cache<Key, CachedList> {
-        Cache::builder().max_capacity(capacity).time_to_live(ttl).build()
+    /// Lists of at most `max_bytes` in all (bodies and keys), each at most `ttl` old.
+    fn lists(max_bytes: u64, ttl: Duration) -> Cache<Key, CachedList> {
+        Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &Key, list: &CachedList| {
+                let bytes = 96 + key.0.as_str().len() + key.2.len() + list.body.len() + list.etag.len();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .time_to_live(ttl)
+            .build()
     }
 
-    /// A cache whose generations live in this process.
-    pub fn in_memory(capacity: u64, ttl: Duration) -> Self {
+    /// A cache of at most `max_bytes` whose generations live in this process.
+    pub fn in_memory(max_bytes: u64, ttl: Duration) -> Self {
         // An evicted generation restarts from a counter shared by all
         // managers, which only grows: it never repeats an earlier value.
-        let current = Cache::builder().max_capacity(capacity.max(1) * 4).build();
+        let current = Cache::builder().max_capacity(LOCAL_GENERATIONS).build();
         Self {
-            lists: Self::lists(capacity, ttl),
+            lists: Self::lists(max_bytes, ttl),
             generations: Generations::Memory {
                 current,
                 next: Arc::default(),
@@ -103,29 +128,43 @@ impl ListCache {
         }
     }
 
-    /// A cache whose generations live in Redis, shared by every instance.
-    pub fn shared(conn: ConnectionManager, capacity: u64, ttl: Duration, prefix: &str) -> Self {
+    /// A cache of at most `max_bytes` whose generations live in Redis,
+    /// shared by every instance.
+    pub fn shared(redis: SharedRedis, max_bytes: u64, ttl: Duration) -> Self {
         Self {
-            lists: Self::lists(capacity, ttl),
+            lists: Self::lists(max_bytes, ttl),
             generations: Generations::Redis {
-                conn,
+                redis,
                 read: Script::new(READ_GENERATION),
                 bump: Script::new(BUMP_GENERATION),
-                prefix: prefix.to_owned(),
+                // Entries live at most `ttl`; a generation outlives them by a minute.
+                ttl_ms: (ttl + Duration::from_secs(60)).as_millis() as u64,
             },
         }
     }
 
-    /// The manager's current generation.
-    pub async fn generation(&self, manager: &ManagerId) -> anyhow::Result<u64> {
+    /// The manager's current generation; an error when it cannot be known
+    /// (Redis down): then the cache must be bypassed.
+    pub async fn generation(&self, manager: &ManagerId) -> anyhow::Result<Generation> {
         match &self.generations {
-            Generations::Memory { current, next } => Ok(current
-                .get_with_by_ref(manager, async { next.fetch_add(1, Ordering::SeqCst) + 1 })
-                .await),
-            Generations::Redis { conn, read, prefix, .. } => Ok(read
-                .key(format!("{prefix}gen:{manager}"))
-                .invoke_async(&mut conn.clone())
-                .await?),
+            Generations::Memory { current, next } => Ok((
+                0,
+                current
+                    .get_with_by_ref(manager, async { next.fetch_add(1, Ordering::SeqCst) + 1 })
+                    .await,
+            )),
+            Generations::Redis {
+                redis, read, ttl_ms, ..
+            } => {
+                anyhow::ensure!(redis.is_up(), "Redis is unreachable");
+                let read: redis::RedisResult<(u64, u64)> = read
+                    .key(format!("{}gen:{manager}", redis.prefix))
+                    .key(redis.epoch_key())
+                    .arg(*ttl_ms)
+                    .invoke_async(&mut redis.conn.clone())
+                    .await;
+                read.inspect_err(|err| redis.failed(err)).map_err(Into::into)
+            }
         }
     }
 
@@ -140,14 +179,22 @@ impl ListCache {
                     .await;
                 Ok(())
             }
-            Generations::Redis { conn, bump, prefix, .. } => {
-                let bumped: Result<u64, _> = bump
-                    .key(format!("{prefix}gen:{manager}"))
-                    .invoke_async(&mut conn.clone())
-                    .await;
-                if bumped.is_err() {
-                    // This instance at least serves nothing older than the
-                    // write; other instances' entries expire with their TTL.
+            Generations::Redis {
+                redis, bump, ttl_ms, ..
+            } => {
+                let bumped: redis::RedisResult<u64> = if redis.is_up() {
+                    bump.key(format!("{}gen:{manager}", redis.prefix))
+                        .arg(*ttl_ms)
+                        .invoke_async(&mut redis.conn.clone())
+                        .await
+                } else {
+                    Err((redis::ErrorKind::Io, "Redis is unreachable").into())
+                };
+                if let Err(err) = &bumped {
+                    // This instance serves nothing older than the write; the
+                    // epoch bump on recovery reaches the other instances.
+                    redis.failed(err);
+                    redis.missed_write();
                     self.lists.invalidate_all();
                 }
                 bumped.map(drop).map_err(Into::into)
@@ -156,12 +203,12 @@ impl ListCache {
     }
 
     /// The list stored for this manager, generation and query.
-    pub async fn get(&self, manager: &ManagerId, generation: u64, query: &str) -> Option<CachedList> {
+    pub async fn get(&self, manager: &ManagerId, generation: Generation, query: &str) -> Option<CachedList> {
         self.lists.get(&(manager.clone(), generation, query.to_owned())).await
     }
 
     /// Stores a list for this manager, generation and query.
-    pub async fn put(&self, manager: &ManagerId, generation: u64, query: String, list: CachedList) {
+    pub async fn put(&self, manager: &ManagerId, generation: Generation, query: String, list: CachedList) {
         self.lists.insert((manager.clone(), generation, query), list).await;
     }
 }
@@ -180,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_makes_earlier_entries_unreachable() {
-        let cache = ListCache::in_memory(100, Duration::from_secs(60));
+        let cache = ListCache::in_memory(1 << 20, Duration::from_secs(60));
         let m = ManagerId::parse("m").unwrap();
         let g1 = cache.generation(&m).await.unwrap();
         assert_eq!(cache.generation(&m).await.unwrap(), g1, "stable until a write");
@@ -194,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn managers_do_not_share_generations() {
-        let cache = ListCache::in_memory(100, Duration::from_secs(60));
+        let cache = ListCache::in_memory(1 << 20, Duration::from_secs(60));
         let (a, b) = (ManagerId::parse("a").unwrap(), ManagerId::parse("b").unwrap());
         let gb = cache.generation(&b).await.unwrap();
         cache.invalidate(&a).await.unwrap();

@@ -11,26 +11,47 @@ use crate::error::{AppError, ErrorEnvelope};
 
 /// A health answer.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
 pub struct Health {
-    /// `ok` or `ready`.
-    #[schema(example = "ok")]
+    /// `ok`, or `degraded` while the service serves without Redis.
+    #[schema(pattern = "^(ok|degraded)$")]
     pub status: &'static str,
+    /// `unreachable` while the shared Redis cannot be reached; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^unreachable$")]
+    pub redis: Option<&'static str>,
 }
 
 /// Liveness: 200 while the process runs.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses(
+    (status = 200, description = "The process runs", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health {
+        status: "ok",
+        redis: None,
+    })
 }
 
 /// Readiness: 200 when the database answers within 2 seconds, else 503.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
-    (status = 200, body = Health),
+/// While the shared Redis cannot be reached the service still serves (with a
+/// per-instance rate limit and uncached lists) and says `degraded`.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
+    (status = 200, description = "Ready: `ok`, or `degraded` while Redis is unreachable", body = Health,
+        examples(("ok" = (value = json!({"status": "ok"}))),
+                 ("degraded" = (value = json!({"status": "degraded", "redis": "unreachable"}))))),
     (status = 503, description = "The database does not answer", body = ErrorEnvelope)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     let ping = sqlx::query_scalar!("select 1 as \"one!\"").fetch_one(&state.db);
+    let degraded = state.redis.as_ref().is_some_and(|redis| !redis.is_up());
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => Ok(Json(Health { status: "ready" })),
+        Ok(Ok(_)) if degraded => Ok(Json(Health {
+            status: "degraded",
+            redis: Some("unreachable"),
+        })),
+        Ok(Ok(_)) => Ok(Json(Health {
+            status: "ok",
+            redis: None,
+        })),
         Ok(Err(err)) => Err(AppError::Unavailable(err.into())),
         Err(_) => Err(AppError::Unavailable(anyhow::anyhow!(
             "database did not answer within 2 s"

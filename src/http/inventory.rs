@@ -13,10 +13,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    AppState,
-    context::{JsonBody, RequestContext},
-    docs, invalidate,
+    AppState, docs, invalidate,
     query::{Query, next_link},
+    request::{JsonBody, RequestContext},
     written,
 };
 use crate::{

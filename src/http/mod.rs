@@ -2,12 +2,12 @@
 //! share. Handlers parse, call one store function, and shape the response.
 
 mod audit;
-pub mod context;
 pub mod docs;
 mod health;
 mod inventory;
 mod orders;
 mod query;
+pub mod request;
 
 use std::{
     any::Any,
@@ -28,7 +28,6 @@ use sqlx::PgPool;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 use utoipa::OpenApi;
@@ -43,7 +42,7 @@ use crate::{
     error::{AppError, ErrorCode},
     rate_limit::Limiter,
 };
-use context::{AuditWritten, RequestContext};
+use request::{AuditWritten, RequestContext};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -56,6 +55,8 @@ pub struct AppState {
     pub limiter: Limiter,
     /// The product-list cache.
     pub cache: ListCache,
+    /// The Redis shared with other instances, if configured.
+    pub redis: Option<crate::shared::SharedRedis>,
     /// The queue of audit records.
     pub audit: AuditSink,
     /// Renders `/metrics`.
@@ -85,10 +86,10 @@ pub fn router(state: AppState) -> Router {
 
 fn build(state: AppState, extra: Router<AppState>) -> Router {
     let (routes, document) = api().split_for_parts();
-    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     // Router::layer wraps what is already there, so the last layer added is
-    // the outermost: request ids, tracing, metrics, the /api/ context
-    // (body, rate limit, audit), envelopes for bare errors, panics, timeout.
+    // the outermost: request ids, tracing, metrics, headers every response
+    // carries, the /api/ pipeline (body, manager, rate limit, timeout,
+    // audit), envelopes for bare errors, panics.
     routes
         .route("/metrics", get(health::metrics))
         .merge(extra)
@@ -101,10 +102,10 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
         )
         .fallback(|| async { AppError::NoRoute })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, timeout))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::map_response(envelope_bare_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), context::api_context))
+        .layer(middleware::from_fn_with_state(state.clone(), request::api_pipeline))
+        .layer(middleware::map_response(common_headers))
         .layer(middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -144,23 +145,39 @@ fn drop_insane_request_id(mut request: Request) -> Request {
     request
 }
 
-/// Wraps error responses made outside our handlers (a timeout's bare 504)
-/// in the envelope.
+/// Wraps error responses made outside our handlers (a layer's or an asset
+/// route's bare 404) in the envelope, keeping their status.
 async fn envelope_bare_errors(response: Response) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    match response.status() {
-        StatusCode::GATEWAY_TIMEOUT if !is_json => AppError::Timeout.into_response(),
-        status if status.is_client_error() && !is_json && response.extensions().get::<ErrorCode>().is_none() => {
-            AppError::invalid("request", status.canonical_reason().unwrap_or("rejected")).into_response()
-        }
-        status if status.is_server_error() && !is_json => {
-            AppError::Internal(anyhow::anyhow!("bare {status} response")).into_response()
-        }
-        _ => response,
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && !is_json
+        && response.extensions().get::<ErrorCode>().is_none()
+    {
+        AppError::from_status(status).into_response()
+    } else {
+        response
     }
+}
+
+/// Headers on every response: no content sniffing, and no caching of JSON
+/// unless the handler said otherwise (product lists revalidate by ETag).
+async fn common_headers(mut response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if is_json {
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {

@@ -10,11 +10,12 @@ use axum::{
 };
 use serde::Serialize;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::{
-    AppState,
-    context::{JsonBody, RequestContext},
-    docs, invalidate, written,
+    AppState, docs, invalidate,
+    request::{JsonBody, RequestContext},
+    written,
 };
 use crate::{
     domain::{ManagerId, Money, OrderId, order::NewOrder},
@@ -96,13 +97,14 @@ pub async fn process_order(
 ) -> Result<Response, AppError> {
     let order = NewOrder::parse(&body)?;
     let key = idempotency_key(&headers)?;
+    let mut claim = None;
     if let Some(key) = &key {
         // serde_json's maps are sorted, so this text is the same for any
         // spelling of the same body (key order, white space).
         let request = serde_json::to_string(&body).map_err(|e| AppError::Internal(e.into()))?;
         let stale_after = Duration::from_secs(state.settings.request_timeout_secs + 60);
         match store::idempotency::claim(&state.db, &order.manager, key, &request, stale_after).await? {
-            Claim::Owned => {}
+            Claim::Owned(token) => claim = Some((key.as_str(), token)),
             Claim::Sold { order_id, total } => return Ok(replayed(Json(processed(order_id, total)).into_response())),
             Claim::Refused { body, .. } => {
                 let refusal = AppError::refusal_from(&body)
@@ -115,11 +117,12 @@ pub async fn process_order(
     }
 
     let mut entry = context.entry(StatusCode::OK.as_u16(), None);
-    let done = match store::orders::process(&state.db, &order, &entry, key.as_deref()).await {
+    let done = match store::orders::process(&state.db, &order, &entry, claim).await {
         Ok(done) => done,
-        Err(err) => {
-            if let Some(key) = &key {
-                settle_key(&state, &order.manager, key, &err).await;
+        Err(failure) => {
+            let err = AppError::from(failure);
+            if let Some((key, token)) = claim {
+                settle_key(&state, &order.manager, key, token, &err).await;
             }
             return Err(err);
         }
@@ -170,12 +173,12 @@ fn replayed(mut response: Response) -> Response {
 
 /// After a first request with a key failed: remember a refusal (a retry gets
 /// the same answer), or free the key after a passing failure (a retry runs).
-async fn settle_key(state: &AppState, manager: &ManagerId, key: &str, err: &AppError) {
+async fn settle_key(state: &AppState, manager: &ManagerId, key: &str, token: Uuid, err: &AppError) {
     let settled = if err.is_refusal() {
         let body = serde_json::to_value(err.envelope()).unwrap_or_default();
-        store::idempotency::refused(&state.db, manager, key, err.parts().0.as_u16(), &body).await
+        store::idempotency::refused(&state.db, manager, key, token, err.parts().0.as_u16(), &body).await
     } else {
-        store::idempotency::release(&state.db, manager, key).await
+        store::idempotency::release(&state.db, manager, key, token).await
     };
     if let Err(cause) = settled {
         tracing::error!(error = %cause, %manager, "could not settle an idempotency key; it frees itself later");

@@ -1,36 +1,35 @@
 //! The in-process sliding log.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use moka::sync::Cache;
+
 use super::{Decision, admit};
 use crate::domain::ManagerId;
 
-/// Sliding logs of every active manager in this process. Logs whose every
-/// entry has left the window are swept at most once per window, so memory
-/// for idle managers is reclaimed.
+/// Sliding logs of the active managers of this process, each behind its own
+/// lock (no lock is shared by all requests). Bounded: a log idle for a whole
+/// window is empty and is forgotten, and beyond `max_managers` the least
+/// recently used logs are forgotten first (such a manager starts a fresh
+/// window on this instance).
 #[derive(Debug, Clone)]
 pub struct MemoryLimiter {
-    inner: Arc<Mutex<State>>,
+    logs: Cache<ManagerId, Arc<Mutex<VecDeque<u64>>>>,
     limit: u32,
     window: Duration,
     epoch: Instant,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    logs: HashMap<ManagerId, VecDeque<u64>>,
-    last_sweep_ms: u64,
-}
-
 impl MemoryLimiter {
-    /// `limit` requests per `window` per manager.
-    pub fn new(limit: u32, window: Duration) -> Self {
+    /// `limit` requests per `window` per manager, logs of at most
+    /// `max_managers` managers.
+    pub fn new(limit: u32, window: Duration, max_managers: u64) -> Self {
         Self {
-            inner: Arc::default(),
+            logs: Cache::builder().max_capacity(max_managers).time_to_idle(window).build(),
             limit,
             window,
             epoch: Instant::now(),
@@ -40,21 +39,15 @@ impl MemoryLimiter {
     /// Counts a request of `manager` if its window has room.
     pub fn check(&self, manager: &ManagerId) -> Decision {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let window_ms = self.window.as_millis() as u64;
-        let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if now_ms >= state.last_sweep_ms + window_ms {
-            state
-                .logs
-                .retain(|_, log| log.back().is_some_and(|&t| t + window_ms > now_ms));
-            state.last_sweep_ms = now_ms;
-        }
-        let log = state.logs.entry(manager.clone()).or_default();
-        admit(log, now_ms, self.limit, self.window)
+        let log = self.logs.get_with_by_ref(manager, Arc::default);
+        let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        admit(&mut log, now_ms, self.limit, self.window)
     }
 
     /// Managers currently holding a log (for tests and metrics).
-    pub fn tracked(&self) -> usize {
-        self.inner.lock().map(|s| s.logs.len()).unwrap_or_default()
+    pub fn tracked(&self) -> u64 {
+        self.logs.run_pending_tasks();
+        self.logs.entry_count()
     }
 }
 
@@ -64,7 +57,7 @@ mod tests {
 
     #[test]
     fn limits_each_manager_separately() {
-        let limiter = MemoryLimiter::new(2, Duration::from_secs(60));
+        let limiter = MemoryLimiter::new(2, Duration::from_secs(60), 100);
         let (a, b) = (ManagerId::parse("a").unwrap(), ManagerId::parse("b").unwrap());
         assert!(limiter.check(&a).allowed);
         assert!(limiter.check(&a).allowed);
@@ -75,11 +68,20 @@ mod tests {
 
     #[test]
     fn idle_managers_are_forgotten() {
-        let limiter = MemoryLimiter::new(2, Duration::from_millis(20));
+        let limiter = MemoryLimiter::new(2, Duration::from_millis(20), 100);
         let a = ManagerId::parse("a").unwrap();
         limiter.check(&a);
         std::thread::sleep(Duration::from_millis(50));
         limiter.check(&ManagerId::parse("b").unwrap());
         assert_eq!(limiter.tracked(), 1);
+    }
+
+    #[test]
+    fn the_number_of_managers_tracked_is_bounded() {
+        let limiter = MemoryLimiter::new(2, Duration::from_secs(60), 50);
+        for i in 0..1000 {
+            limiter.check(&ManagerId::parse(&format!("m{i}")).unwrap());
+        }
+        assert!(limiter.tracked() <= 50, "{}", limiter.tracked());
     }
 }

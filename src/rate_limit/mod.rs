@@ -30,22 +30,39 @@ pub struct Decision {
     pub reset_secs: u64,
 }
 
-/// The limiter in use.
+/// The limiter in use: shared through Redis when there is one and it can be
+/// reached, else this process's own.
 #[derive(Debug, Clone)]
-pub enum Limiter {
-    /// One process.
-    Memory(MemoryLimiter),
-    /// Shared by every instance through Redis.
-    Redis(RedisLimiter),
+pub struct Limiter {
+    local: MemoryLimiter,
+    shared: Option<RedisLimiter>,
 }
 
 impl Limiter {
-    /// Counts a request of `manager` if the window has room.
-    pub async fn check(&self, manager: &ManagerId) -> anyhow::Result<Decision> {
-        match self {
-            Self::Memory(limiter) => Ok(limiter.check(manager)),
-            Self::Redis(limiter) => limiter.check(manager).await,
+    /// A limiter of this process only.
+    pub fn local(local: MemoryLimiter) -> Self {
+        Self { local, shared: None }
+    }
+
+    /// A limiter shared through Redis, falling back to `local` while Redis
+    /// cannot be reached (the limit then holds per instance).
+    pub fn shared(shared: RedisLimiter, local: MemoryLimiter) -> Self {
+        Self {
+            local,
+            shared: Some(shared),
         }
+    }
+
+    /// Counts a request of `manager` if the window has room. Never fails and
+    /// never waits on a Redis known to be down.
+    pub async fn check(&self, manager: &ManagerId) -> Decision {
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.redis.is_up()) {
+            match shared.check(manager).await {
+                Ok(decision) => return decision,
+                Err(err) => shared.redis.failed(&err),
+            }
+        }
+        self.local.check(manager)
     }
 }
 

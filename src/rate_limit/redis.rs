@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
 use super::Decision;
-use crate::domain::ManagerId;
+use crate::{domain::ManagerId, shared::SharedRedis};
 
 /// KEYS[1] the manager's log; ARGV limit, window (ms), a unique member.
 /// Returns {allowed, count after, oldest admitted time (ms), now (ms)}.
@@ -35,11 +35,10 @@ return {allowed, count, first, now}
 /// A limiter shared through Redis.
 #[derive(Clone)]
 pub struct RedisLimiter {
-    conn: ConnectionManager,
+    pub(super) redis: SharedRedis,
     script: Script,
     limit: u32,
     window: Duration,
-    prefix: String,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -52,28 +51,27 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// `limit` requests per `window` per manager, keys under `prefix`.
-    pub fn new(conn: ConnectionManager, limit: u32, window: Duration, prefix: &str) -> Self {
+    /// `limit` requests per `window` per manager, keys under the prefix of `redis`.
+    pub fn new(redis: SharedRedis, limit: u32, window: Duration) -> Self {
         Self {
-            conn,
+            redis,
             script: Script::new(SLIDING_LOG),
             limit,
             window,
-            prefix: prefix.to_owned(),
         }
     }
 
     /// Counts a request of `manager` if its window has room.
-    pub async fn check(&self, manager: &ManagerId) -> anyhow::Result<Decision> {
+    pub async fn check(&self, manager: &ManagerId) -> redis::RedisResult<Decision> {
         let window_ms = self.window.as_millis() as u64;
         let member = uuid::Uuid::new_v4().simple().to_string();
         let (allowed, count, oldest, now): (u8, u32, u64, u64) = self
             .script
-            .key(format!("{}rl:{}", self.prefix, manager))
+            .key(format!("{}rl:{}", self.redis.prefix, manager))
             .arg(self.limit)
             .arg(window_ms)
             .arg(member)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.redis.conn.clone())
             .await?;
         Ok(Decision {
             allowed: allowed == 1,

@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::domain::{ManagerId, Money, OrderId};
 
 /// What a request carrying a key may do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// The key is this request's: process it, then record the outcome.
-    Owned,
+    /// The key is this request's, under this claim token: process it, then
+    /// record the outcome (only while the key still carries the token).
+    Owned(Uuid),
     /// The key's first request sold this order: answer the same.
     Sold {
         /// The order sold.
@@ -43,12 +45,13 @@ pub async fn claim(
     request: &str,
     stale_after: Duration,
 ) -> Result<Claim, sqlx::Error> {
+    let token = Uuid::new_v4();
     let row = sqlx::query!(
         r#"with claimed as (
-               insert into idempotency_key (manager_id, key, request)
-               values ($1, $2, $3)
+               insert into idempotency_key (manager_id, key, request, claim_token)
+               values ($1, $2, $3, $5)
                on conflict (manager_id, key) do update
-                  set claimed_at = now()
+                  set claimed_at = now(), claim_token = excluded.claim_token
                 where idempotency_key.status is null
                   and idempotency_key.request = excluded.request
                   and idempotency_key.claimed_at < now() - make_interval(secs => $4)
@@ -67,11 +70,12 @@ pub async fn claim(
         key,
         request,
         stale_after.as_secs_f64(),
+        token,
     )
     .fetch_one(db)
     .await?;
     Ok(match row {
-        r if r.owned => Claim::Owned,
+        r if r.owned => Claim::Owned(token),
         // Claimed by a request that committed after this statement began.
         r if r.same_request.is_none() => Claim::InUse,
         r if r.same_request == Some(false) => Claim::Reused,
@@ -89,21 +93,24 @@ pub async fn claim(
     })
 }
 
-/// Records that the key's request was refused with this status and body.
+/// Records that the key's request was refused with this status and body,
+/// if the key is still claimed with `token`.
 pub async fn refused(
     db: &PgPool,
     manager: &ManagerId,
     key: &str,
+    token: Uuid,
     status: u16,
     body: &Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update idempotency_key set status = $3, response = $4, completed_at = now()
-          where manager_id = $1 and key = $2 and status is null",
+          where manager_id = $1 and key = $2 and claim_token = $5 and status is null",
         manager.as_str(),
         key,
         status as i16,
         body,
+        token,
     )
     .execute(db)
     .await?;
@@ -111,12 +118,13 @@ pub async fn refused(
 }
 
 /// Frees the key of a request that failed for a passing reason (5xx), so a
-/// retry runs again.
-pub async fn release(db: &PgPool, manager: &ManagerId, key: &str) -> Result<(), sqlx::Error> {
+/// retry runs again, if the key is still claimed with `token`.
+pub async fn release(db: &PgPool, manager: &ManagerId, key: &str, token: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "delete from idempotency_key where manager_id = $1 and key = $2 and status is null",
+        "delete from idempotency_key where manager_id = $1 and key = $2 and claim_token = $3 and status is null",
         manager.as_str(),
-        key
+        key,
+        token
     )
     .execute(db)
     .await?;

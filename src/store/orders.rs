@@ -3,11 +3,10 @@
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use crate::{
-    audit::AuditEntry,
-    domain::{Money, OrderId, ProductId, order::NewOrder, problems::Details},
-    error::AppError,
-};
+use uuid::Uuid;
+
+use super::{Failure, audit::AuditEntry, is_transient, retrying};
+use crate::domain::{Money, OrderId, ProductId, order::NewOrder, problems::Details};
 
 /// An order that was sold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +30,11 @@ pub struct LineCheck {
     pub discontinued: Option<bool>,
 }
 
-/// Why an order was refused, most serious first (the derived order is the
-/// contract's precedence: not found, then discontinued, then stock).
+/// What is wrong with the products of a refused order, most serious first
+/// (the derived order is the contract's precedence: not found, then
+/// discontinued, then stock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Refusal {
+pub enum Refusal {
     NotFound,
     Discontinued,
     InsufficientStock,
@@ -51,12 +51,21 @@ impl LineCheck {
     }
 }
 
-/// The error for an order that was not sold: the most serious kind of
-/// problem, with every line that has it.
-pub fn refusal(lines: &[LineCheck]) -> AppError {
-    let Some(worst) = lines.iter().filter_map(LineCheck::refusal).min() else {
-        return AppError::Internal(anyhow::anyhow!("order refused with no failing line"));
-    };
+/// Why an order was not sold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderRefusal {
+    /// Its products: the most serious kind of problem, with every line
+    /// (JSON path → reason) that has it.
+    Products(Refusal, Details),
+    /// Its idempotency key was taken over by a retry after this request
+    /// outlived its claim; the retry decides.
+    ClaimLost,
+}
+
+/// The refusal of an order that was not sold: the most serious kind of
+/// problem, with every line that has it; `None` if no line fails.
+pub fn refusal(lines: &[LineCheck]) -> Option<OrderRefusal> {
+    let worst = lines.iter().filter_map(LineCheck::refusal).min()?;
     let mut details = Details::new();
     for line in lines.iter().filter(|line| line.refusal() == Some(worst)) {
         let i = line.line_no - 1;
@@ -77,11 +86,7 @@ pub fn refusal(lines: &[LineCheck]) -> AppError {
         };
         details.insert(key, why);
     }
-    match worst {
-        Refusal::NotFound => AppError::ProductNotFound(details),
-        Refusal::Discontinued => AppError::ProductDiscontinued(details),
-        Refusal::InsufficientStock => AppError::InsufficientStock(details),
-    }
+    Some(OrderRefusal::Products(worst, details))
 }
 
 /// Sells `order` if every line can be sold, in one statement (one round trip,
@@ -95,8 +100,20 @@ pub async fn process(
     db: &PgPool,
     order: &NewOrder,
     audit: &AuditEntry,
-    idempotency_key: Option<&str>,
-) -> Result<Processed, AppError> {
+    claim: Option<(&str, Uuid)>,
+) -> Result<Processed, Failure<OrderRefusal>> {
+    // Deadlocks cannot happen between writers that all lock products in id
+    // order, but a retry costs nothing when one does (a bug elsewhere, an
+    // operator's transaction).
+    retrying(|| process_once(db, order, audit, claim), is_transient).await
+}
+
+async fn process_once(
+    db: &PgPool,
+    order: &NewOrder,
+    audit: &AuditEntry,
+    claim: Option<(&str, Uuid)>,
+) -> Result<Processed, Failure<OrderRefusal>> {
     // Texts that cannot be ids become NULL: found by nothing, reported as not found.
     let ids: Vec<Option<i64>> = order
         .lines
@@ -114,8 +131,16 @@ pub async fn process(
                 where manager_id = $1 and id in (select id from req)
                 order by id
                   for update
+           ), claim as materialized (
+               -- With an idempotency key, sell only while the key's claim is
+               -- still this request's (locked: a takeover waits for us).
+               select true as held
+                 from idempotency_key
+                where manager_id = $1 and key = $7 and claim_token = $8 and status is null
+                  for update
            ), sellable as materialized (
-               select count(*) = cardinality($3::int[]) as ok
+               select count(*) = cardinality($3::int[])
+                      and ($7::text is null or exists (select 1 from claim)) as ok
                  from req join locked l using (id)
                 where not l.discontinued and l.quantity >= req.qty
            ), sold as (
@@ -140,7 +165,7 @@ pub async fn process(
                update idempotency_key k
                   set status = 200, order_id = o.id, completed_at = now()
                  from placed o
-                where $7::text is not null and k.manager_id = $1 and k.key = $7
+                where k.manager_id = $1 and k.key = $7 and k.claim_token = $8
            ), audited as (
                insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                       error_code, duration_ms, client_addr, product_ids, order_id)
@@ -152,7 +177,8 @@ pub async fn process(
                  from jsonb_populate_record(null::audit_log, $6) a, placed o
            )
            select r.line_no as "line_no!", r.qty as "requested!", l.quantity as "available?",
-                  l.discontinued as "discontinued?", o.id as "order_id?", o.total_amount as "total?"
+                  l.discontinued as "discontinued?", o.id as "order_id?", o.total_amount as "total?",
+                  $7::text is not null and not exists (select 1 from claim) as "claim_lost!"
              from req r
              left join locked l using (id)
              left join placed o on true
@@ -163,7 +189,8 @@ pub async fn process(
         order.customer_id.as_str(),
         order.customer_email,
         entry,
-        idempotency_key,
+        claim.map(|(key, _)| key),
+        claim.map(|(_, token)| token),
     )
     .fetch_all(db)
     .await?;
@@ -172,8 +199,9 @@ pub async fn process(
             order_id: OrderId::from_db(first.order_id.unwrap_or_default()),
             total: Money::from_decimal(first.total.unwrap_or(Decimal::ZERO)),
         }),
-        _ => Err(refusal(
-            &rows
+        Some(first) if first.claim_lost => Err(Failure::Refused(OrderRefusal::ClaimLost)),
+        _ => {
+            let lines: Vec<LineCheck> = rows
                 .iter()
                 .map(|r| LineCheck {
                     line_no: r.line_no,
@@ -181,8 +209,16 @@ pub async fn process(
                     available: r.available,
                     discontinued: r.discontinued,
                 })
-                .collect::<Vec<_>>(),
-        )),
+                .collect();
+            refusal(&lines).map(Failure::Refused).map_or_else(
+                || {
+                    Err(Failure::Database(sqlx::Error::Protocol(
+                        "order refused with no failing line".into(),
+                    )))
+                },
+                Err,
+            )
+        }
     }
 }
 
@@ -207,7 +243,7 @@ mod tests {
             line(3, 1, Some(0), Some(true)),
             line(4, 1, None, None),
         ]);
-        let AppError::ProductNotFound(details) = err else {
+        let Some(OrderRefusal::Products(Refusal::NotFound, details)) = err else {
             panic!("expected 404")
         };
         assert_eq!(
@@ -219,7 +255,7 @@ mod tests {
     #[test]
     fn discontinued_comes_before_stock() {
         let err = refusal(&[line(1, 5, Some(1), Some(false)), line(2, 1, Some(9), Some(true))]);
-        let AppError::ProductDiscontinued(details) = err else {
+        let Some(OrderRefusal::Products(Refusal::Discontinued, details)) = err else {
             panic!("expected 409 discontinued")
         };
         assert_eq!(details["products[1].product_id"], "is discontinued");
@@ -228,7 +264,7 @@ mod tests {
     #[test]
     fn stock_shortfalls_say_what_was_asked_and_what_is_there() {
         let err = refusal(&[line(1, 5, Some(2), Some(false)), line(2, 1, Some(0), Some(false))]);
-        let AppError::InsufficientStock(details) = err else {
+        let Some(OrderRefusal::Products(Refusal::InsufficientStock, details)) = err else {
             panic!("expected 409 stock")
         };
         assert_eq!(details["products[0].quantity"], "requested 5, available 2");
@@ -236,10 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_with_no_failing_line_is_an_internal_error() {
-        assert!(matches!(
-            refusal(&[line(1, 1, Some(5), Some(false))]),
-            AppError::Internal(_)
-        ));
+    fn a_refusal_with_no_failing_line_is_none() {
+        assert_eq!(refusal(&[line(1, 1, Some(5), Some(false))]), None);
     }
 }

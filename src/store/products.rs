@@ -5,15 +5,26 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{
-    audit::AuditEntry,
-    domain::{
-        ManagerId, Money, ProductId,
-        problems::Details,
-        product::{ProductStatus, UpsertProducts},
-    },
-    error::AppError,
+use super::{Failure, audit::AuditEntry, is_transient, retrying, violates};
+use crate::domain::{
+    ManagerId, Money, ProductId,
+    problems::Details,
+    product::{ProductStatus, UpsertProducts},
 };
+
+/// The unique index on (manager, name key): the arbiter of concurrent creations.
+const NAME_INDEX: &str = "product_manager_name_key";
+
+/// Why a batch was refused; every offending item is listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpsertRefusal {
+    /// Items whose `id` is not one of the manager's products.
+    NotFound(Details),
+    /// Items that resolve to a product another item already updates.
+    Twice(Details),
+    /// Items whose new name another of the manager's products has.
+    NameTaken(Details),
+}
 
 /// A product as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -84,7 +95,7 @@ pub struct Existing {
 /// that match the batch's ids and names. Refuses ids that are not the
 /// manager's (404), two items that resolve to one product (400), and new
 /// names that another product already has (409).
-pub fn plan(batch: &UpsertProducts, existing: &[Existing]) -> Result<Vec<Option<ProductId>>, AppError> {
+pub fn plan(batch: &UpsertProducts, existing: &[Existing]) -> Result<Vec<Option<ProductId>>, UpsertRefusal> {
     let by_id: HashMap<_, _> = existing.iter().map(|e| (e.id, e)).collect();
     let by_key: HashMap<_, _> = existing.iter().map(|e| (e.key.as_str(), e.id)).collect();
     let (mut missing, mut twice, mut taken) = (Details::new(), Details::new(), Details::new());
@@ -120,54 +131,47 @@ pub fn plan(batch: &UpsertProducts, existing: &[Existing]) -> Result<Vec<Option<
         targets.push(target);
     }
     if !missing.is_empty() {
-        Err(AppError::ProductNotFound(missing))
+        Err(UpsertRefusal::NotFound(missing))
     } else if !twice.is_empty() {
-        Err(AppError::InvalidRequest(twice))
+        Err(UpsertRefusal::Twice(twice))
     } else if !taken.is_empty() {
-        Err(AppError::ProductNameTaken(taken))
+        Err(UpsertRefusal::NameTaken(taken))
     } else {
         Ok(targets)
     }
 }
 
 /// Adds or updates every item of `batch` in one transaction, with its audit
-/// record, and returns the products in request order. A concurrent request
-/// creating the same name makes the transaction retry (at most 3 times).
-pub async fn upsert(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) -> Result<Vec<ProductRow>, AppError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match upsert_once(db, batch, audit).await {
-            Err(UpsertError::Sql(err)) if attempt < 3 && violates(&err, "product_manager_name_key") => {
-                continue;
-            }
-            Err(UpsertError::Sql(err)) if violates(&err, "product_manager_name_key") => {
-                return Err(AppError::ProductNameTaken(Details::from([(
-                    "products".to_owned(),
-                    "another request is changing these names; try again".to_owned(),
-                )])));
-            }
-            Err(UpsertError::Sql(err)) => return Err(err.into()),
-            Err(UpsertError::Refused(err)) => return Err(err),
-            Ok(rows) => return Ok(rows),
+/// record, and returns the products in request order. The transaction runs
+/// again (a bounded number of times) after a deadlock or serialization
+/// failure, or when a concurrent request created one of its new names first
+/// (the next run finds that product and updates it).
+pub async fn upsert(
+    db: &PgPool,
+    batch: &UpsertProducts,
+    audit: &AuditEntry,
+) -> Result<Vec<ProductRow>, Failure<UpsertRefusal>> {
+    let done = retrying(
+        || upsert_once(db, batch, audit),
+        |err| is_transient(err) || violates(err, NAME_INDEX),
+    )
+    .await;
+    match done {
+        Err(Failure::Database(err)) if violates(&err, NAME_INDEX) => {
+            Err(Failure::Refused(UpsertRefusal::NameTaken(Details::from([(
+                "products".to_owned(),
+                "other requests keep changing these names; try again".to_owned(),
+            )]))))
         }
+        done => done,
     }
 }
 
-use super::violates;
-
-enum UpsertError {
-    Sql(sqlx::Error),
-    Refused(AppError),
-}
-
-impl From<sqlx::Error> for UpsertError {
-    fn from(err: sqlx::Error) -> Self {
-        Self::Sql(err)
-    }
-}
-
-async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) -> Result<Vec<ProductRow>, UpsertError> {
+async fn upsert_once(
+    db: &PgPool,
+    batch: &UpsertProducts,
+    audit: &AuditEntry,
+) -> Result<Vec<ProductRow>, Failure<UpsertRefusal>> {
     let ids: Vec<i64> = batch
         .items
         .iter()
@@ -189,7 +193,7 @@ async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) ->
     )
     .fetch_all(&mut *tx)
     .await?;
-    let targets = plan(batch, &existing).map_err(UpsertError::Refused)?;
+    let targets = plan(batch, &existing).map_err(Failure::Refused)?;
 
     let target_ids: Vec<Option<i64>> = targets.iter().map(|t| t.map(ProductId::get)).collect();
     let names: Vec<&str> = batch.items.iter().map(|item| item.name.as_str()).collect();
@@ -210,8 +214,12 @@ async fn upsert_once(db: &PgPool, batch: &UpsertProducts, audit: &AuditEntry) ->
                  from input i
                 where not i.is_new and p.manager_id = $1 and p.id = i.id
            ), inserted as (
+               -- New names are inserted in name-key order, the same order in
+               -- every transaction: two batches creating the same names then
+               -- wait on each other's first shared name instead of each
+               -- holding a name the other needs (a deadlock).
                insert into product (manager_id, id, name, name_key, price, quantity)
-               select $1, id, name, name_key, price, quantity from input where is_new order by ord
+               select $1, id, name, name_key, price, quantity from input where is_new order by name_key
            ), audited as (
                insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
                                       error_code, duration_ms, client_addr, product_ids, order_id)
@@ -306,7 +314,7 @@ mod tests {
             {"id": "prod_009", "name": "A", "price": 1, "quantity": 1},
             {"id": "nope", "name": "B", "price": 1, "quantity": 1}
         ]));
-        let Err(AppError::ProductNotFound(details)) = plan(&b, &[]) else {
+        let Err(UpsertRefusal::NotFound(details)) = plan(&b, &[]) else {
             panic!("expected 404")
         };
         assert_eq!(details["products[0].id"], "prod_009 is not a product of this manager");
@@ -319,7 +327,7 @@ mod tests {
             {"id": "prod_001", "name": "Other", "price": 1, "quantity": 1},
             {"name": "mug", "price": 1, "quantity": 1}
         ]));
-        let Err(AppError::InvalidRequest(details)) = plan(&b, &[existing(1, "mug")]) else {
+        let Err(UpsertRefusal::Twice(details)) = plan(&b, &[existing(1, "mug")]) else {
             panic!("expected 400")
         };
         assert_eq!(details["products[1]"], "prod_001 is also updated by products[0]");
@@ -328,7 +336,7 @@ mod tests {
     #[test]
     fn renaming_onto_another_products_name_is_a_conflict() {
         let b = batch(json!([{"id": "prod_001", "name": "Tea", "price": 1, "quantity": 1}]));
-        let Err(AppError::ProductNameTaken(details)) = plan(&b, &[existing(1, "mug"), existing(2, "tea")]) else {
+        let Err(UpsertRefusal::NameTaken(details)) = plan(&b, &[existing(1, "mug"), existing(2, "tea")]) else {
             panic!("expected 409")
         };
         assert_eq!(details["products[0].name"], "prod_002 already has this name");

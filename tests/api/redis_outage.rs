@@ -1,6 +1,7 @@
-//! A Redis that goes away while the service runs: requests that need it are
-//! answered 503 (never hang, never served from a stale cache), the rest keep
-//! working, and service resumes when Redis is back.
+//! A Redis that goes away while the service runs: nothing answers 5xx, the
+//! limiter falls back to the instance's own, lists are read from PostgreSQL
+//! (never from a stale cache, on any instance), `/readyz` says `degraded`,
+//! and the shared state is used again by itself when Redis is back.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -10,11 +11,12 @@ use std::{
 use ecommerce_api::{
     cache::{CachedList, ListCache},
     domain::ManagerId,
+    shared::SharedRedis,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{error_of, free_port, settings, spawn_app_with};
+use crate::helpers::{TestApp, free_port, settings, spawn_app_with};
 
 /// A private redis-server on `port`, killed when dropped.
 struct Redis(Child);
@@ -45,6 +47,18 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Freezes (`STOP`) or thaws (`CONT`) the server: it keeps its data but
+    /// answers nothing while frozen.
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -52,59 +66,121 @@ impl Drop for Redis {
     }
 }
 
+async fn readiness(app: &TestApp) -> Value {
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200, "Redis is not needed to be ready");
+    response.json().await.unwrap()
+}
+
+async fn wait_until_ready_says(app: &TestApp, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readiness(app).await["status"] != status {
+        assert!(Instant::now() < deadline, "/readyz never said {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn quantity_listed(app: &TestApp) -> Value {
+    let response = app.get("/api/inventory/products?manager_id=m").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["products"][0]["quantity"].clone()
+}
+
 #[sqlx::test]
-async fn when_redis_goes_away_limited_requests_get_503_and_recover_when_it_returns(db: PgPool) {
+async fn a_stopped_redis_costs_no_request_a_5xx_and_service_resumes_by_itself(db: PgPool) {
     let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
     let redis = Redis::start(port);
-    let app = spawn_app_with(db, settings(), Some(&format!("redis://127.0.0.1:{port}"))).await;
-    let list = "/api/inventory/products?manager_id=m";
+    let app = spawn_app_with(db, settings(), Some(&url)).await;
     app.seed("m", "Tea", 2.0, 5).await;
-    assert_eq!(app.get(list).await.status(), 200);
+    assert_eq!(readiness(&app).await, json!({"status": "ok"}));
 
     drop(redis);
+    let mut statuses = Vec::new();
     let started = Instant::now();
-    let response = app.get(list).await;
-    let waited = started.elapsed();
-
-    let (status, error) = error_of(response).await;
-    assert_eq!(status, 503);
-    assert_eq!(error["code"], "SERVICE_UNAVAILABLE");
-    assert!(waited < Duration::from_secs(10), "answered without hanging: {waited:?}");
+    for i in 0..20 {
+        let write = app
+            .post(
+                "/api/inventory/products",
+                json!({"manager_id": "m", "products": [{"name": "Tea", "price": 2.0, "quantity": 100 + i}]}),
+            )
+            .await;
+        statuses.push(write.status().as_u16());
+        assert!(
+            write.headers().contains_key("x-ratelimit-remaining"),
+            "the local limiter answers"
+        );
+        let read = app.get("/api/inventory/products?manager_id=m").await;
+        statuses.push(read.status().as_u16());
+        let body: Value = read.json().await.unwrap();
+        assert_eq!(
+            body["products"][0]["quantity"],
+            100 + i,
+            "a read after a write is exact"
+        );
+    }
+    assert!(
+        statuses.iter().all(|s| *s < 500),
+        "no 5xx while Redis is down: {statuses:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "40 requests without waiting on Redis: {:?}",
+        started.elapsed()
+    );
     assert_eq!(
-        app.get("/healthz").await.status(),
-        200,
-        "liveness does not depend on Redis"
+        readiness(&app).await,
+        json!({"status": "degraded", "redis": "unreachable"})
     );
 
     let _redis = Redis::start(port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let body = loop {
-        let response = app.get(list).await;
-        if response.status() == 200 {
-            break response.json::<Value>().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "service did not resume after Redis returned");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(
-        body,
-        json!({"products": [{"id": "prod_001", "name": "Tea", "price": 2, "quantity": 5}]})
-    );
+    wait_until_ready_says(&app, "ok").await;
+    assert_eq!(quantity_listed(&app).await, 119);
     app.stop().await;
+}
+
+#[sqlx::test]
+async fn writes_made_while_redis_was_away_reach_the_other_instances_caches(db: PgPool) {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let redis = Redis::start(port);
+    let shared = settings();
+    let (a, b) = (
+        spawn_app_with(db.clone(), shared.clone(), Some(&url)).await,
+        spawn_app_with(db, shared, Some(&url)).await,
+    );
+    a.seed("m", "Tea", 2.0, 5).await;
+    assert_eq!(quantity_listed(&b).await, 5, "b caches the list");
+    assert_eq!(quantity_listed(&b).await, 5);
+
+    // Frozen, Redis keeps its data: b's cached generation is still current
+    // there when it returns, unless a's missed write is made known.
+    redis.signal("STOP");
+    let write = a
+        .post(
+            "/api/inventory/products",
+            json!({"manager_id": "m", "products": [{"name": "Tea", "price": 2.0, "quantity": 7}]}),
+        )
+        .await;
+    assert_eq!(write.status(), 201);
+    assert_eq!(readiness(&a).await["status"], "degraded");
+    redis.signal("CONT");
+    wait_until_ready_says(&a, "ok").await;
+
+    assert_eq!(quantity_listed(&b).await, 7, "b serves nothing older than a's write");
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
 async fn a_failed_shared_invalidation_empties_the_local_cache() {
     let port = free_port();
     let redis = Redis::start(port);
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(1)
-        .set_response_timeout(Some(Duration::from_secs(1)));
-    let conn = redis::aio::ConnectionManager::new_with_config(client, config)
+    let shared = SharedRedis::connect(&format!("redis://127.0.0.1:{port}"), "outage:")
         .await
         .unwrap();
-    let cache = ListCache::shared(conn, 100, Duration::from_secs(60), "outage:");
+    let cache = ListCache::shared(shared.clone(), 1 << 20, Duration::from_secs(60));
     let manager = ManagerId::parse("m").unwrap();
     let generation = cache.generation(&manager).await.unwrap();
     let list = CachedList {
@@ -119,6 +195,8 @@ async fn a_failed_shared_invalidation_empties_the_local_cache() {
     let invalidated = cache.invalidate(&manager).await;
 
     assert!(invalidated.is_err(), "the bump could not reach Redis");
+    assert!(!shared.is_up());
+    assert!(cache.generation(&manager).await.is_err(), "lists bypass the cache");
     assert!(
         cache.get(&manager, generation, "q").await.is_none(),
         "nothing older than the write is served here"

@@ -1,0 +1,85 @@
+//! What the service knows about the request being served: its id, method,
+//! path, query, client, arrival time and the manager it acts for.
+
+use std::{net::SocketAddr, time::Instant};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{Method, request::Parts},
+};
+use chrono::{DateTime, Utc};
+
+use crate::{audit::AuditEntry, domain::ManagerId, error::AppError};
+
+/// What the service knows about the request being served.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request's `X-Request-ID`.
+    pub request_id: String,
+    /// The manager the request acts for (see [`super::manager`]), if any.
+    pub manager: Option<ManagerId>,
+    method: Method,
+    path: String,
+    query: Option<String>,
+    client: Option<SocketAddr>,
+    occurred_at: DateTime<Utc>,
+    started: Instant,
+}
+
+impl RequestContext {
+    /// The context of a request that has just arrived.
+    pub fn arrived(parts: &Parts) -> Self {
+        Self {
+            request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            manager: None,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            client: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+            occurred_at: Utc::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the request arrived.
+    pub fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// The audit record of this request with the given outcome. For a write,
+    /// `duration_ms` is the time until the write's statement was sent; the
+    /// statement adds the time it took itself.
+    pub fn entry(&self, status: u16, error_code: Option<&'static str>) -> AuditEntry {
+        AuditEntry {
+            occurred_at: self.occurred_at,
+            request_id: self.request_id.clone(),
+            manager_id: self.manager.as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default(),
+            method: self.method.to_string(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            status,
+            error_code: error_code.map(Into::into),
+            duration_ms: self.elapsed_ms(),
+            client_addr: self.client.map(|addr| addr.ip().to_string()),
+            product_ids: Vec::new(),
+            order_id: None,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("request context missing")))
+    }
+}

@@ -1,0 +1,113 @@
+//! The pipeline every `/api/` request goes through, one concern per module:
+//! [`context`] (who, what, when), [`body`] (the JSON body, read once),
+//! [`manager`] (the one place that decides the manager), [`limit`] (that
+//! manager's rate limit), the handler under the request timeout, and
+//! [`record`] (exactly one audit record).
+
+mod body;
+mod context;
+mod limit;
+mod manager;
+mod record;
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderValue, Method, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use self::{body::JsonBody, context::RequestContext, record::AuditWritten};
+use super::{AppState, query::Query};
+use crate::error::AppError;
+
+/// The middleware for `/api/` routes; any other path passes straight through.
+///
+/// The request runs in a task of its own, so neither a client that hangs up
+/// nor the request timeout cancels it half-way: once counted it gets its
+/// audit record, and what must follow a committed write (invalidating the
+/// cached lists) runs whatever the client or the timeout does.
+pub async fn api_pipeline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let (reply, answer) = oneshot::channel();
+    tokio::spawn(serve(state, request, next, reply));
+    answer
+        .await
+        .unwrap_or_else(|_| AppError::Internal(anyhow::anyhow!("request task failed")).into_response())
+}
+
+async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Sender<Response>) {
+    let mut reply = Some(reply);
+    let (mut parts, body) = request.into_parts();
+    let mut context = RequestContext::arrived(&parts);
+    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
+    let parsed = if parts.method == Method::POST {
+        body::read_json(&parts.headers, body, state.settings.body_limit_bytes, timeout).await
+    } else {
+        Ok(Value::Null)
+    };
+    let query = Query::parse(parts.uri.query());
+    let named = manager::decide(&parts.method, &query, &parsed);
+    context.manager = named.manager;
+
+    let (decision, refused) = limit::check(&state, context.manager.as_ref()).await;
+    // A place for this request's audit record, or a prompt 503 when the
+    // audit log is not keeping up (the database is away).
+    let slot = state.audit.reserve().await;
+    let mut answered_early = None;
+    let mut response = match (refused, named.conflict, slot.is_some()) {
+        (Some(refused), _, _) => refused,
+        (None, Some(conflict), _) => conflict.into_response(),
+        (None, None, false) => AppError::Unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
+        (None, None, true) => {
+            parts.extensions.insert(body::ParsedBody(parsed));
+            parts.extensions.insert(query);
+            parts.extensions.insert(context.clone());
+            let handler = next.run(Request::from_parts(parts, Body::empty()));
+            tokio::pin!(handler);
+            match tokio::time::timeout(timeout, &mut handler).await {
+                Ok(response) => response,
+                Err(_) => {
+                    // Answer now, and let the handler finish: a write that
+                    // commits late still invalidates the cache, and the
+                    // request still gets exactly one audit record.
+                    let mut late = AppError::Timeout.into_response();
+                    finish_headers(&mut late, decision.as_ref());
+                    answered_early = Some(late.status().as_u16());
+                    if let Some(reply) = reply.take() {
+                        let _ = reply.send(late);
+                    }
+                    // Statements are bounded on the server too, so a write
+                    // still running after another timeout can no longer
+                    // commit: it is abandoned and audited as the 504 it got.
+                    tokio::time::timeout(timeout, handler)
+                        .await
+                        .unwrap_or_else(|_| AppError::Timeout.into_response())
+                }
+            }
+        }
+    };
+    finish_headers(&mut response, decision.as_ref());
+    record::finish(&state, &context, &mut response, answered_early, slot).await;
+    if let Some(reply) = reply {
+        let _ = reply.send(response);
+    }
+}
+
+/// The headers every `/api/` response carries besides the global ones.
+fn finish_headers(response: &mut Response, decision: Option<&crate::rate_limit::Decision>) {
+    let headers = response.headers_mut();
+    if let Some(decision) = decision {
+        limit::set_headers(headers, decision);
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
