@@ -32,8 +32,10 @@ pub fn redis_url() -> String {
 
 /// Settings for tests: the defaults, with a Redis key prefix of their own.
 pub fn settings() -> Settings {
+    let id = uuid::Uuid::new_v4().simple();
     Settings {
-        redis_key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        redis_key_prefix: format!("test:{id}:"),
+        audit_spill_dir: std::env::temp_dir().join(format!("ecommerce-api-spill-{id}")),
         ..Settings::default()
     }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod concurrency;
 mod docs;
 mod envelope;
+mod faults;
 mod hardening;
 mod helpers;
 mod idempotency;
