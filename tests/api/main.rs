@@ -11,6 +11,7 @@ mod faults;
 mod hardening;
 mod helpers;
 mod idempotency;
+mod interleavings;
 mod inventory;
 mod multi_instance;
 mod orders;

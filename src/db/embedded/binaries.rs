@@ -3,7 +3,7 @@
 use super::*;
 
 /// Programs the binary folder must hold.
-pub(super) const REQUIRED_TOOLS: [&str; 4] = ["initdb", "pg_ctl", "postgres", "pg_isready"];
+pub(super) const REQUIRED_TOOLS: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 /// Debian's and Ubuntu's home of the versioned PostgreSQL binary folders.
 pub(super) const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
 

@@ -1,5 +1,5 @@
-//! Running the PostgreSQL programs: initdb, pg_ctl start and stop, leftovers
-//! of earlier runs, the owner file and the server log.
+//! Running the PostgreSQL programs: initdb, pg_ctl start and stop, the socket URL,
+//! leftovers of earlier runs, the owner file and the server log.
 
 use super::*;
 
@@ -17,6 +17,8 @@ pub(super) const PID_FILE: &str = "postmaster.pid";
 pub(super) const OWNER_FILE: &str = "embedded-postgres.owner";
 /// How long `pg_ctl` waits for a start or a stop, in seconds.
 pub(super) const PG_CTL_WAIT_SECS: &str = "30";
+/// The longest unix socket path the kernel takes (`sun_path` holds 108 bytes with the NUL).
+pub(super) const MAX_SOCKET_PATH: usize = 107;
 /// A command for `bin_dir/tool`, run as `run_as` (or us) from `/`, with the libpq `PG*`
 /// variables of our environment removed and `LC_ALL=C`.
 pub(super) fn pg_command(bin_dir: &Path, tool: &str, run_as: Option<RunAs>) -> Command {
@@ -54,7 +56,8 @@ pub(super) fn output_text(output: &Output) -> String {
     text.chars().skip(skip).collect()
 }
 
-/// Creates a cluster in the empty `data_dir`: superuser `postgres`, trust auth, UTF8.
+/// Creates a cluster in the empty `data_dir`: superuser `postgres`, trust auth (only
+/// users who can enter the private socket folder reach the server), UTF8.
 pub(super) async fn initdb(bin_dir: &Path, data_dir: &Path, run_as: Option<RunAs>) -> Result<()> {
     let mut cmd = pg_command(bin_dir, "initdb", run_as);
     cmd.arg("-D").arg(data_dir).args([
@@ -128,26 +131,65 @@ pub(super) async fn clear_leftover(bin_dir: &Path, data_dir: &Path, run_as: Opti
         .await
         .context("could not stop the PostgreSQL cluster left running by an earlier run")?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while works_in(pid, data_dir) && Instant::now() < deadline {
+    while works_in(pid, data_dir) {
+        if Instant::now() >= deadline {
+            bail!(
+                "the PostgreSQL cluster left running in {} by an earlier run (pid {pid}) did not exit",
+                data_dir.display()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub(super) fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("could not find a free TCP port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
+/// The URL of the server listening on `<socket_dir>/.s.PGSQL.<port>`, in a form both
+/// sqlx and libpq read as a unix socket: an absolute path in the `host` parameter.
+/// TLS is off: it would add nothing on a local socket. Fails if the path is not UTF-8
+/// or too long for a unix socket.
+pub(super) fn socket_url(socket_dir: &Path, port: u16) -> Result<String> {
+    let dir = socket_dir
+        .to_str()
+        .with_context(|| format!("the data folder path {} is not UTF-8", socket_dir.display()))?;
+    let socket = format!("{dir}/.s.PGSQL.{port}");
+    if socket.len() > MAX_SOCKET_PATH {
+        bail!(
+            "the PostgreSQL socket path {socket} is longer than the {MAX_SOCKET_PATH} bytes a unix \
+             socket allows: choose a data folder with a shorter path"
+        );
+    }
+    let mut host = String::new();
+    for byte in dir.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'.' | b'_' | b'~' => host.push(byte as char),
+            _ => host.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    Ok(format!(
+        "postgres://{SUPERUSER}@localhost/{DATABASE}?host={host}&port={port}&sslmode=disable"
+    ))
 }
 
-/// Runs `pg_ctl start` on `port`, listening on 127.0.0.1 only, without a unix socket.
+/// `-c unix_socket_directories=<socket_dir>` for `pg_ctl -o`, whose text a shell splits:
+/// double-quoted for PostgreSQL's list syntax when needed, then single-quoted for the shell.
+pub(super) fn socket_dir_option(socket_dir: &Path) -> String {
+    let dir = socket_dir.display().to_string();
+    let listed = if dir.contains(|c: char| c == ',' || c == '"' || c.is_whitespace()) {
+        format!("\"{}\"", dir.replace('"', "\"\""))
+    } else {
+        dir
+    };
+    format!("-c 'unix_socket_directories={}'", listed.replace('\'', r"'\''"))
+}
+
+/// Runs `pg_ctl start` on `port`, listening on a unix socket in `socket_dir` only (no TCP).
 pub(super) async fn pg_ctl_start(
     bin_dir: &Path,
     data_dir: &Path,
+    socket_dir: &Path,
     run_as: Option<RunAs>,
     port: u16,
-) -> Result<(), StartFailure> {
+) -> Result<()> {
     let log = data_dir.join(LOG_FILE);
     let log_offset = fs::metadata(&log).map_or(0, |meta| meta.len());
     let mut cmd = pg_command(bin_dir, "pg_ctl", run_as);
@@ -158,9 +200,10 @@ pub(super) async fn pg_ctl_start(
         .arg(&log)
         .args(["-w", "-t", PG_CTL_WAIT_SECS, "-o"])
         .arg(format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+            "-p {port} -c listen_addresses='' {}",
+            socket_dir_option(socket_dir)
         ));
-    let output = run(cmd).await.map_err(StartFailure::Other)?;
+    let output = run(cmd).await?;
     if output.status.success() {
         return Ok(());
     }
@@ -171,17 +214,13 @@ pub(super) async fn pg_ctl_start(
         stop.stdout(Stdio::null()).stderr(Stdio::null());
         let _ = run(stop).await;
     }
-    let err = anyhow!(
-        "could not start PostgreSQL in {} on 127.0.0.1:{port}: {}\n--- end of {} ---\n{tail}",
+    bail!(
+        "could not start PostgreSQL in {} with its socket in {}: {}\n--- end of {} ---\n{tail}",
         data_dir.display(),
+        socket_dir.display(),
         output_text(&output),
         log.display()
-    );
-    if tail.contains("Address already in use") || tail.contains("could not bind") {
-        Err(StartFailure::PortTaken(err))
-    } else {
-        Err(StartFailure::Other(err))
-    }
+    )
 }
 
 /// `pg_ctl stop` in `mode` (`fast` or `immediate`), waiting for the server to exit.

@@ -2,20 +2,26 @@
 //!
 //! [`EmbeddedPostgres::start`] runs the PostgreSQL binaries already installed on the
 //! machine: `initdb` on first use of the data folder (kept between runs), then
-//! `pg_ctl start` on a free loopback port picked anew each run, listening on 127.0.0.1
-//! only (no unix socket). [`EmbeddedPostgres::stop`], or `Drop`, stops it again.
+//! `pg_ctl start`. The server listens on no TCP port at all, only on a unix socket in
+//! `<data_dir>/socket`, a folder of mode 0700 owned by the user the server runs as. The
+//! cluster trusts every connection it gets (superuser `postgres`, no password), so that
+//! folder is what keeps other local users out: only that user and root can connect.
+//! [`EmbeddedPostgres::stop`], or `Drop`, stops it again.
 //!
 //! We do not use the `postgresql_embedded` crate: it cannot switch to another user, and
 //! `initdb` refuses to run as root, which is how CI and most containers run the service.
 //! So this module runs the PostgreSQL programs itself, as the `postgres` system user when
 //! the service runs as root (handing it the data folder, mode 0700), else as our own user.
 //!
+//! The listening settings are given on the `pg_ctl` command line at every start, so a
+//! data folder made by an earlier version, which listened on 127.0.0.1, starts socket-only too.
+//!
 //! Safety nets:
 //! - a watchdog child (`sh`, polling this process with `kill -0` once a second) sends the
 //!   postmaster a fast-shutdown signal when this process dies, even by SIGKILL;
 //! - a cluster left running by an earlier run that crashed is stopped before starting, and
-//!   a stale `postmaster.pid` is removed, while a folder whose cluster a live process
-//!   still runs (per `embedded-postgres.owner`) is refused;
+//!   a stale `postmaster.pid` (and socket lock file) is removed, while a folder whose
+//!   cluster a live process still runs (per `embedded-postgres.owner`) is refused;
 //! - the server writes to `<data_dir>/server.log`, whose tail is quoted in start errors.
 
 mod binaries;
@@ -27,7 +33,6 @@ mod watchdog;
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use sqlx::{Connection, PgConnection};
 use tracing::{info, warn};
 
 use self::{binaries::*, cluster::*, user::*, watchdog::*};
@@ -45,17 +51,22 @@ const SUPERUSER: &str = "postgres";
 const DATABASE: &str = "postgres";
 /// How long the server may take to accept connections once started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How many ports are tried when the chosen one gets taken before the server binds it.
-const PORT_ATTEMPTS: u32 = 5;
+/// The server's port number. With no TCP listener it only names the socket file
+/// (`.s.PGSQL.<port>`), in a folder of its own, so the default never clashes.
+const PORT: u16 = 5432;
+/// The server's private socket folder, inside the data folder.
+const SOCKET_DIR: &str = "socket";
 /// A PostgreSQL cluster started by this process; stopped by [`EmbeddedPostgres::stop`]
 /// or, failing that, when dropped.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
-    /// Folder holding `initdb`, `pg_ctl`, `postgres` and `pg_isready`.
+    /// Folder holding `initdb`, `pg_ctl` and `postgres`.
     bin_dir: PathBuf,
     /// The cluster's data folder (absolute, symlinks resolved).
     data_dir: PathBuf,
-    /// The TCP port the server listens on at 127.0.0.1.
+    /// The folder holding the server's unix socket (`<data_dir>/socket`).
+    socket_dir: PathBuf,
+    /// The port number, which names the socket file.
     port: u16,
     /// The connection URL.
     url: String,
@@ -67,34 +78,22 @@ pub struct EmbeddedPostgres {
     stopped: bool,
 }
 
-/// Why a start attempt failed.
-enum StartFailure {
-    /// The port was taken before the server could bind it: worth another try.
-    PortTaken(anyhow::Error),
-    /// Anything else.
-    Other(anyhow::Error),
-}
-
 impl EmbeddedPostgres {
-    /// Starts the cluster in `data_dir` (running initdb first if the folder holds no cluster), on a free loopback port.
+    /// Starts the cluster in `data_dir` (running initdb first if the folder holds no cluster).
     ///
     /// The binaries are found by [`locate_bin_dir`], honouring `PG_BIN`. Waits until the
     /// server accepts connections (30 s at most).
     pub async fn start(data_dir: &Path) -> Result<Self> {
+        let began = Instant::now();
         let explicit = std::env::var_os("PG_BIN")
             .filter(|value| !value.is_empty())
             .map(PathBuf::from);
         let bin_dir = locate_bin_dir(explicit)?;
-        Self::start_with(data_dir, bin_dir, free_port).await
-    }
-
-    /// Starts the cluster in `data_dir` with the binaries in `bin_dir`, taking each port
-    /// to try from `next_port`.
-    async fn start_with(data_dir: &Path, bin_dir: PathBuf, mut next_port: impl FnMut() -> Result<u16>) -> Result<Self> {
-        let began = Instant::now();
         let euid = current_euid()?;
         let run_as = run_as_for(euid)?;
         let data_dir = prepare_data_dir(data_dir, euid, run_as)?;
+        let socket_dir = data_dir.join(SOCKET_DIR);
+        let url = socket_url(&socket_dir, PORT)?;
         let fresh = !data_dir.join("PG_VERSION").exists();
         if fresh {
             info!(data_dir = %data_dir.display(), bin_dir = %bin_dir.display(), "creating a new PostgreSQL cluster");
@@ -103,57 +102,45 @@ impl EmbeddedPostgres {
             check_cluster_version(&bin_dir, &data_dir, run_as).await?;
             clear_leftover(&bin_dir, &data_dir, run_as).await?;
         }
+        prepare_socket_dir(&socket_dir, PORT, euid, run_as)?;
         rotate_log(&data_dir);
         // Left by a run that died; the watchdog takes it for a server that was up.
         remove_owner_file(&data_dir);
 
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = next_port()?;
-            let watchdog = spawn_watchdog(&data_dir)?;
-            match pg_ctl_start(&bin_dir, &data_dir, run_as, port).await {
-                Ok(()) => {
-                    let pg = Self {
-                        url: format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{DATABASE}"),
-                        bin_dir,
-                        data_dir,
-                        port,
-                        run_as,
-                        watchdog: Some(watchdog),
-                        stopped: false,
-                    };
-                    write_owner_file(&pg.data_dir);
-                    // On failure, dropping `pg` stops the server again.
-                    pg.wait_until_ready().await?;
-                    info!(
-                        data_dir = %pg.data_dir.display(),
-                        port,
-                        fresh,
-                        elapsed_ms = began.elapsed().as_millis() as u64,
-                        "embedded PostgreSQL started"
-                    );
-                    return Ok(pg);
-                }
-                Err(failure) => {
-                    stop_watchdog(watchdog);
-                    match failure {
-                        StartFailure::PortTaken(err) if attempt < PORT_ATTEMPTS => {
-                            warn!(port, error = %err, "port taken before PostgreSQL could bind it; trying another");
-                        }
-                        StartFailure::PortTaken(err) | StartFailure::Other(err) => return Err(err),
-                    }
-                }
-            }
+        let watchdog = spawn_watchdog(&data_dir)?;
+        if let Err(err) = pg_ctl_start(&bin_dir, &data_dir, &socket_dir, run_as, PORT).await {
+            stop_watchdog(watchdog);
+            return Err(err);
         }
+        let pg = Self {
+            bin_dir,
+            data_dir,
+            socket_dir,
+            port: PORT,
+            url,
+            run_as,
+            watchdog: Some(watchdog),
+            stopped: false,
+        };
+        write_owner_file(&pg.data_dir);
+        // On failure, dropping `pg` stops the server again.
+        pg.wait_until_ready().await?;
+        info!(
+            data_dir = %pg.data_dir.display(),
+            fresh,
+            elapsed_ms = began.elapsed().as_millis() as u64,
+            "embedded PostgreSQL started"
+        );
+        Ok(pg)
     }
 
-    /// Connection URL, e.g. postgres://postgres@127.0.0.1:54873/postgres
+    /// Connection URL through the unix socket (see [`socket_url`]), e.g.
+    /// `postgres://postgres@localhost/postgres?host=/srv/data/socket&port=5432&sslmode=disable`
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// The TCP port the server listens on at 127.0.0.1.
+    /// The port number, which names the socket file (`.s.PGSQL.<port>`); no TCP port is open.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -178,24 +165,28 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    /// Polls `pg_isready` until the server accepts connections, or fails after
-    /// [`START_TIMEOUT`] with the tail of the server log.
+    /// Connects through [`Self::url`], as the service will, until that works, or fails
+    /// after [`START_TIMEOUT`] with the last error and the tail of the server log.
+    ///
+    /// Not `pg_isready`: libpq takes a comma in a socket folder's path for a list of hosts.
     async fn wait_until_ready(&self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let port = self.port.to_string();
         loop {
-            let mut cmd = pg_command(&self.bin_dir, "pg_isready", None);
-            cmd.args(["-q", "-h", "127.0.0.1", "-p", &port])
-                .args(["-U", SUPERUSER, "-d", DATABASE, "-t", "2"]);
-            if run(cmd).await?.status.success() {
-                return Ok(());
-            }
+            let error = match tokio::time::timeout(Duration::from_secs(2), PgConnection::connect(&self.url)).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
             if Instant::now() >= deadline {
                 let log = self.data_dir.join(LOG_FILE);
                 bail!(
-                    "PostgreSQL in {} did not accept connections on 127.0.0.1:{} within {} s\n--- end of {} ---\n{}",
+                    "PostgreSQL in {} did not accept connections on its socket in {} within {} s ({error})\n\
+                     --- end of {} ---\n{}",
                     self.data_dir.display(),
-                    self.port,
+                    self.socket_dir.display(),
                     START_TIMEOUT.as_secs(),
                     log.display(),
                     log_tail(&log, 0)

@@ -1,4 +1,5 @@
-//! Which system user runs the cluster, and the data folder it must own.
+//! Which system user runs the cluster, and the folders it must own: the data folder
+//! and the private socket folder in it.
 
 use super::*;
 
@@ -111,6 +112,43 @@ pub(super) fn prepare_data_dir(data_dir: &Path, euid: u32, run_as: Option<RunAs>
         check_reachable(&dir, user)?;
     }
     Ok(dir)
+}
+
+/// Makes `socket_dir` a folder of mode 0700 owned by the server's user, with no socket
+/// or lock file for `port` left by a server that died (call it once no server runs).
+///
+/// The work is done as that user, as the folder is inside its data folder: root must not
+/// follow a link planted there. The result is then checked from here.
+pub(super) fn prepare_socket_dir(socket_dir: &Path, port: u16, euid: u32, run_as: Option<RunAs>) -> Result<()> {
+    let script = r#"umask 077 && mkdir -p "$1" && chmod 700 "$1" && rm -f "$1/.s.PGSQL.$2" "$1/.s.PGSQL.$2.lock""#;
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", script, "sh"])
+        .arg(socket_dir)
+        .arg(port.to_string())
+        .current_dir("/")
+        .stdin(Stdio::null());
+    if let Some(user) = run_as {
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let output = cmd.output().context("could not run /bin/sh")?;
+    if !output.status.success() {
+        bail!(
+            "could not prepare the socket folder {}: {}",
+            socket_dir.display(),
+            output_text(&output)
+        );
+    }
+    let meta =
+        fs::symlink_metadata(socket_dir).with_context(|| format!("could not inspect {}", socket_dir.display()))?;
+    let owner = run_as.map_or(euid, |user| user.uid);
+    if !meta.is_dir() || meta.uid() != owner || meta.mode() & 0o777 != 0o700 {
+        bail!(
+            "{} must be a folder of mode 0700 owned by uid {owner} (the server's user): \
+             remove it, and it is made again at the next start",
+            socket_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Fails, naming the first folder on the way that blocks it, unless `user` can enter `dir`.
