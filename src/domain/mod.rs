@@ -6,6 +6,8 @@ pub mod money;
 pub mod order;
 pub mod problems;
 pub mod product;
+#[cfg(test)]
+mod properties;
 
 pub use ids::{CustomerId, ManagerId, OrderId, ProductId};
 pub use money::Money;
