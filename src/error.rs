@@ -16,10 +16,74 @@ use crate::{
     domain::{Problems, problems::Details},
     store::{
         Failure,
+        adjustments::{AdjustRefusal, Problem},
+        order_history::CancelRefusal,
         orders::{OrderRefusal, Refusal},
         products::UpsertRefusal,
     },
 };
+
+/// Declares every error code once: its status, and when it is answered (the
+/// text the OpenAPI document gives it). Responses, the document's error
+/// responses and their examples are all derived from this list.
+macro_rules! codes {
+    ($($variant:ident = $status:ident, $text:literal, $when:literal;)*) => {
+        /// An error code of the API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $(#[doc = $when] $variant),*
+        }
+
+        impl Code {
+            /// Every code.
+            pub const ALL: &[Code] = &[$(Code::$variant),*];
+
+            /// The HTTP status answered with this code.
+            pub fn status(self) -> StatusCode {
+                match self { $(Code::$variant => StatusCode::$status),* }
+            }
+
+            /// The code as the envelope spells it.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $text),* }
+            }
+
+            /// When the code is answered.
+            pub fn when(self) -> &'static str {
+                match self { $(Code::$variant => $when),* }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidRequest = BAD_REQUEST, "INVALID_REQUEST",
+        "Malformed JSON or invalid fields; `details` lists every one by JSON path.";
+    UnsupportedMediaType = UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "The body's Content-Type is not JSON.";
+    PayloadTooLarge = PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "The body is larger than the configured limit.";
+    ProductNotFound = NOT_FOUND, "PRODUCT_NOT_FOUND",
+        "A product that is not the manager's (or no product at all); every such item is listed.";
+    OrderNotFound = NOT_FOUND, "ORDER_NOT_FOUND", "An order that is not the manager's (or no order at all).";
+    ProductDiscontinued = CONFLICT, "PRODUCT_DISCONTINUED", "Discontinued products; every such line is listed.";
+    InsufficientStock = CONFLICT, "INSUFFICIENT_STOCK",
+        "Less stock than asked (or a difference leaving less than none); every such item is listed.";
+    QuantityOutOfRange = CONFLICT, "QUANTITY_OUT_OF_RANGE",
+        "The change would take a product's stock above 1,000,000,000; every such item is listed.";
+    ProductNameTaken = CONFLICT, "PRODUCT_NAME_TAKEN", "A new name that another of the manager's products has.";
+    RateLimitExceeded = TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED",
+        "The manager's requests in the rolling window are spent; `Retry-After` says when a slot frees.";
+    IdempotencyKeyReused = UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED",
+        "The Idempotency-Key was first used with another body or another operation.";
+    IdempotencyKeyInUse = CONFLICT, "IDEMPOTENCY_KEY_IN_USE",
+        "The first request with this Idempotency-Key has not finished.";
+    NotFound = NOT_FOUND, "NOT_FOUND", "No route has this path.";
+    MethodNotAllowed = METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "The path exists, the method does not.";
+    ServiceUnavailable = SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE",
+        "The database is unavailable or the audit log is not keeping up; retry shortly.";
+    RequestTimeout = REQUEST_TIMEOUT, "REQUEST_TIMEOUT", "The body did not arrive within the request timeout.";
+    Timeout = GATEWAY_TIMEOUT, "TIMEOUT", "The request took longer than the request timeout.";
+    InternalError = INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "A bug; nothing about it is disclosed.";
+}
 
 /// Everything that can go wrong with a request, one variant per error code.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +109,12 @@ pub enum AppError {
     /// 409: lines asking for more than is in stock.
     #[error("not enough stock for some products")]
     InsufficientStock(Details),
+    /// 404: an order that is not this manager's (or does not exist).
+    #[error("no such order for this manager")]
+    OrderNotFound(Details),
+    /// 409: changes that would take stock past the most a product may hold.
+    #[error("the stock would exceed 1000000000")]
+    QuantityOutOfRange(Details),
     /// 409: a new name another product of the manager already has.
     #[error("another product already has this name")]
     ProductNameTaken(Details),
@@ -84,62 +154,119 @@ pub enum AppError {
     Internal(#[source] anyhow::Error),
 }
 
+impl Code {
+    /// A typical error with this code: the example the OpenAPI document shows.
+    pub fn example(self) -> AppError {
+        let one = |key: &str, why: &str| Details::from([(key.to_owned(), why.to_owned())]);
+        match self {
+            Code::InvalidRequest => AppError::InvalidRequest(Details::from([
+                (
+                    "products[0].price".to_owned(),
+                    "must have at most 2 decimal places".to_owned(),
+                ),
+                (
+                    "products[1].quantity".to_owned(),
+                    "must be an integer from 0 to 1000000000".to_owned(),
+                ),
+            ])),
+            Code::UnsupportedMediaType => AppError::UnsupportedMediaType,
+            Code::PayloadTooLarge => AppError::PayloadTooLarge { limit: 1_048_576 },
+            Code::ProductNotFound => {
+                AppError::ProductNotFound(one("products[1].product_id", "not a product of this manager"))
+            }
+            Code::OrderNotFound => AppError::order_not_found(),
+            Code::ProductDiscontinued => {
+                AppError::ProductDiscontinued(one("products[0].product_id", "is discontinued"))
+            }
+            Code::InsufficientStock => {
+                AppError::InsufficientStock(one("products[0].quantity", "requested 5, available 2"))
+            }
+            Code::QuantityOutOfRange => AppError::QuantityOutOfRange(one(
+                "adjustments[0].delta",
+                "would make 1000000005 (at most 1000000000)",
+            )),
+            Code::ProductNameTaken => {
+                AppError::ProductNameTaken(one("products[0].name", "prod_002 already has this name"))
+            }
+            Code::RateLimitExceeded => AppError::RateLimited {
+                limit: 100,
+                window_secs: 3600,
+                retry_after_secs: 1712,
+            },
+            Code::IdempotencyKeyReused => AppError::IdempotencyKeyReused,
+            Code::IdempotencyKeyInUse => AppError::IdempotencyKeyInUse,
+            Code::NotFound => AppError::NoRoute,
+            Code::MethodNotAllowed => AppError::MethodNotAllowed,
+            Code::ServiceUnavailable => AppError::Unavailable(anyhow::anyhow!("example")),
+            Code::RequestTimeout => AppError::RequestTimeout,
+            Code::Timeout => AppError::Timeout,
+            Code::InternalError => AppError::Internal(anyhow::anyhow!("example")),
+        }
+    }
+}
+
 /// The error code a response carried, left in its extensions for the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode(pub &'static str);
 
 impl AppError {
-    /// Status, code and details: the only place that knows them.
+    /// The code of this error (which fixes its status).
+    pub fn code(&self) -> Code {
+        use AppError::*;
+        match self {
+            InvalidRequest(_) => Code::InvalidRequest,
+            UnsupportedMediaType => Code::UnsupportedMediaType,
+            PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            ProductNotFound(_) => Code::ProductNotFound,
+            OrderNotFound(_) => Code::OrderNotFound,
+            ProductDiscontinued(_) => Code::ProductDiscontinued,
+            InsufficientStock(_) => Code::InsufficientStock,
+            QuantityOutOfRange(_) => Code::QuantityOutOfRange,
+            ProductNameTaken(_) => Code::ProductNameTaken,
+            RateLimited { .. } => Code::RateLimitExceeded,
+            IdempotencyKeyReused => Code::IdempotencyKeyReused,
+            IdempotencyKeyInUse => Code::IdempotencyKeyInUse,
+            NoRoute => Code::NotFound,
+            MethodNotAllowed => Code::MethodNotAllowed,
+            Unavailable(_) => Code::ServiceUnavailable,
+            RequestTimeout => Code::RequestTimeout,
+            Timeout => Code::Timeout,
+            Internal(_) => Code::InternalError,
+        }
+    }
+
+    /// Status, code and details.
     pub fn parts(&self) -> (StatusCode, &'static str, Details) {
         use AppError::*;
         let field = |key: &str, why: String| Details::from([(key.to_owned(), why)]);
-        match self {
-            InvalidRequest(d) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST", d.clone()),
-            UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
-                field("Content-Type", "must be application/json".into()),
+        let details = match self {
+            InvalidRequest(d)
+            | ProductNotFound(d)
+            | OrderNotFound(d)
+            | ProductDiscontinued(d)
+            | InsufficientStock(d)
+            | QuantityOutOfRange(d)
+            | ProductNameTaken(d) => d.clone(),
+            UnsupportedMediaType => field("Content-Type", "must be application/json".into()),
+            PayloadTooLarge { limit } => field(
+                "body",
+                match limit {
+                    0 => "is too large".to_owned(),
+                    limit => format!("must be at most {limit} bytes"),
+                },
             ),
-            PayloadTooLarge { limit } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                field(
-                    "body",
-                    match limit {
-                        0 => "is too large".to_owned(),
-                        limit => format!("must be at most {limit} bytes"),
-                    },
-                ),
+            RateLimited { retry_after_secs, .. } => {
+                field("manager_id", format!("{self}; retry in {retry_after_secs} seconds"))
+            }
+            IdempotencyKeyReused => field("Idempotency-Key", "was first used with a different body".into()),
+            IdempotencyKeyInUse => field(
+                "Idempotency-Key",
+                "the first request with this key has not finished".into(),
             ),
-            ProductNotFound(d) => (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND", d.clone()),
-            ProductDiscontinued(d) => (StatusCode::CONFLICT, "PRODUCT_DISCONTINUED", d.clone()),
-            InsufficientStock(d) => (StatusCode::CONFLICT, "INSUFFICIENT_STOCK", d.clone()),
-            ProductNameTaken(d) => (StatusCode::CONFLICT, "PRODUCT_NAME_TAKEN", d.clone()),
-            RateLimited { retry_after_secs, .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMIT_EXCEEDED",
-                field("manager_id", format!("{self}; retry in {retry_after_secs} seconds")),
-            ),
-            IdempotencyKeyReused => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "IDEMPOTENCY_KEY_REUSED",
-                field("Idempotency-Key", "was first used with a different body".into()),
-            ),
-            IdempotencyKeyInUse => (
-                StatusCode::CONFLICT,
-                "IDEMPOTENCY_KEY_IN_USE",
-                field(
-                    "Idempotency-Key",
-                    "the first request with this key has not finished".into(),
-                ),
-            ),
-            NoRoute => (StatusCode::NOT_FOUND, "NOT_FOUND", Details::new()),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", Details::new()),
-            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", Details::new()),
-            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", Details::new()),
-            Timeout => (StatusCode::GATEWAY_TIMEOUT, "TIMEOUT", Details::new()),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", Details::new()),
-        }
+            NoRoute | MethodNotAllowed | Unavailable(_) | RequestTimeout | Timeout | Internal(_) => Details::new(),
+        };
+        let code = self.code();
+        (code.status(), code.as_str(), details)
     }
 
     /// The error for a bare error status made outside the handlers (a
@@ -156,6 +283,14 @@ impl AppError {
             status if status.is_server_error() => Self::Internal(anyhow::anyhow!("bare {status} response")),
             status => Self::invalid("request", status.canonical_reason().unwrap_or("rejected")),
         }
+    }
+
+    /// The 404 for an order that is not the manager's.
+    pub fn order_not_found() -> Self {
+        Self::OrderNotFound(Details::from([(
+            "order_id".to_owned(),
+            "not an order of this manager".to_owned(),
+        )]))
     }
 
     /// A 400 naming one field.
@@ -180,19 +315,11 @@ impl AppError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::ProductNotFound(_) | Self::ProductDiscontinued(_) | Self::InsufficientStock(_)
+            Self::ProductNotFound(_)
+                | Self::ProductDiscontinued(_)
+                | Self::InsufficientStock(_)
+                | Self::QuantityOutOfRange(_)
         )
-    }
-
-    /// The refusal an envelope stored by [`AppError::envelope`] describes.
-    pub fn refusal_from(envelope: &serde_json::Value) -> Option<Self> {
-        let details: Details = serde_json::from_value(envelope["error"]["details"].clone()).ok()?;
-        match envelope["error"]["code"].as_str()? {
-            "PRODUCT_NOT_FOUND" => Some(Self::ProductNotFound(details)),
-            "PRODUCT_DISCONTINUED" => Some(Self::ProductDiscontinued(details)),
-            "INSUFFICIENT_STOCK" => Some(Self::InsufficientStock(details)),
-            _ => None,
-        }
     }
 }
 
@@ -228,6 +355,26 @@ impl From<OrderRefusal> for AppError {
             OrderRefusal::Products(Refusal::Discontinued, d) => Self::ProductDiscontinued(d),
             OrderRefusal::Products(Refusal::InsufficientStock, d) => Self::InsufficientStock(d),
             OrderRefusal::ClaimLost => Self::IdempotencyKeyInUse,
+        }
+    }
+}
+
+impl From<AdjustRefusal> for AppError {
+    fn from(refusal: AdjustRefusal) -> Self {
+        match refusal {
+            AdjustRefusal::Products(Problem::NotFound, d) => Self::ProductNotFound(d),
+            AdjustRefusal::Products(Problem::InsufficientStock, d) => Self::InsufficientStock(d),
+            AdjustRefusal::Products(Problem::OutOfRange, d) => Self::QuantityOutOfRange(d),
+            AdjustRefusal::ClaimLost => Self::IdempotencyKeyInUse,
+        }
+    }
+}
+
+impl From<CancelRefusal> for AppError {
+    fn from(refusal: CancelRefusal) -> Self {
+        match refusal {
+            CancelRefusal::NotFound => Self::order_not_found(),
+            CancelRefusal::OutOfRange(d) => Self::QuantityOutOfRange(d),
         }
     }
 }
@@ -327,49 +474,29 @@ mod tests {
     }
 
     #[test]
-    fn every_variant_has_its_own_code() {
-        let all = [
-            AppError::invalid("a", "b"),
-            AppError::UnsupportedMediaType,
-            AppError::PayloadTooLarge { limit: 1 },
-            AppError::ProductNotFound(Details::new()),
-            AppError::ProductDiscontinued(Details::new()),
-            AppError::InsufficientStock(Details::new()),
-            AppError::ProductNameTaken(Details::new()),
-            AppError::RateLimited {
-                limit: 1,
-                window_secs: 1,
-                retry_after_secs: 1,
-            },
-            AppError::IdempotencyKeyReused,
-            AppError::IdempotencyKeyInUse,
-            AppError::NoRoute,
-            AppError::MethodNotAllowed,
-            AppError::Unavailable(anyhow::anyhow!("x")),
-            AppError::RequestTimeout,
-            AppError::Timeout,
-            AppError::Internal(anyhow::anyhow!("x")),
-        ];
-        let codes: std::collections::HashSet<_> = all.iter().map(|e| e.parts().1).collect();
-        assert_eq!(codes.len(), all.len());
+    fn every_code_has_its_own_text_and_an_example_of_its_own() {
+        let texts: std::collections::HashSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(texts.len(), Code::ALL.len());
+        for &code in Code::ALL {
+            let example = code.example();
+            assert_eq!(example.code(), code);
+            assert_eq!(example.parts().0, code.status());
+            assert!(!code.when().is_empty());
+        }
     }
 
     #[test]
-    fn refusals_round_trip_through_their_envelope() {
-        let details = Details::from([("products[0].quantity".to_owned(), "requested 5, available 2".to_owned())]);
-        for refusal in [
-            AppError::ProductNotFound(details.clone()),
-            AppError::ProductDiscontinued(details.clone()),
-            AppError::InsufficientStock(details.clone()),
+    fn refusals_are_the_answers_an_idempotency_key_keeps() {
+        for code in [
+            Code::ProductNotFound,
+            Code::ProductDiscontinued,
+            Code::InsufficientStock,
+            Code::QuantityOutOfRange,
         ] {
-            assert!(refusal.is_refusal());
-            let stored = serde_json::to_value(refusal.envelope()).unwrap();
-            let back = AppError::refusal_from(&stored).unwrap();
-            assert_eq!(serde_json::to_value(back.envelope()).unwrap(), stored);
+            assert!(code.example().is_refusal(), "{code:?}");
         }
-        let other = serde_json::to_value(AppError::NoRoute.envelope()).unwrap();
-        assert!(AppError::refusal_from(&other).is_none());
         assert!(!AppError::Timeout.is_refusal());
+        assert!(!Code::IdempotencyKeyInUse.example().is_refusal());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Validated domain types and the rules that produce them. No I/O, no HTTP:
 //! every value here was parsed from client input and is known to be valid.
 
+pub mod adjustment;
 pub mod ids;
 pub mod money;
 pub mod order;

@@ -9,6 +9,58 @@ use super::{
     problems::{integer, list, object, text},
 };
 
+/// Where an order stands: derived from whether it was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Sold, stock taken.
+    Processed,
+    /// Cancelled, stock returned.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The status of an order cancelled or not.
+    pub fn of(cancelled: bool) -> Self {
+        if cancelled { Self::Cancelled } else { Self::Processed }
+    }
+
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for OrderStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "processed" => Ok(Self::Processed),
+            "cancelled" => Ok(Self::Cancelled),
+            _ => Err("must be one of processed, cancelled".into()),
+        }
+    }
+}
+
+/// `POST /api/orders/{order_id}/cancel`: the body names the manager only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelOrder {
+    /// Whose order.
+    pub manager: ManagerId,
+}
+
+impl CancelOrder {
+    /// Parses the body, reporting every invalid field.
+    pub fn parse(body: &Value) -> Result<Self, Problems> {
+        let (bad, manager) = super::begin(body)?;
+        bad.into_result(|| manager.map(|manager| Self { manager }))
+    }
+}
+
 /// One line of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderLine {

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     domain::Problems,
-    error::{AppError, ErrorEnvelope},
+    error::AppError,
     store::{self, audit::AuditRecord},
 };
 
@@ -37,10 +37,6 @@ pub struct AuditResponse {
     responses(
         (status = 200, description = "The records", body = AuditResponse,
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when more remain"))),
-        (status = 400, description = "Missing `manager_id`, bad `limit` or `after`", body = ErrorEnvelope),
-        (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
-        (status = 500, description = "Internal error", body = ErrorEnvelope),
     ))]
 pub async fn list_audit(State(state): State<AppState>, query: Query) -> Result<Response, AppError> {
     let mut bad = Problems::default();

@@ -3,16 +3,21 @@
 //! carries. Served at `/openapi.json`; Swagger UI at `/docs` is compiled
 //! into the binary, so both work with no internet access.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use serde_json::json;
 use utoipa::{
     IntoParams, Modify, OpenApi, ToSchema,
     openapi::{
-        Object, ObjectBuilder, OpenApi as Document, RefOr, Type,
+        ContentBuilder, Object, ObjectBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder, Schema, Type,
+        example::ExampleBuilder,
         header::{Header, HeaderBuilder},
+        security::SecurityRequirement,
+        server::Server,
     },
 };
 
-use crate::error::{ErrorBody, ErrorEnvelope};
+use crate::error::{Code, ErrorBody, ErrorEnvelope};
 
 /// The document's fixed parts; paths are added from the handlers.
 #[derive(OpenApi)]
@@ -41,15 +46,22 @@ pub struct ApiDoc;
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ProductInput {
-    /// Update this product (and rename it) instead of matching by name.
+    /// Update this product (and rename it) instead of matching by name. Any
+    /// text that is not one of the manager's product ids is a 404.
     #[schema(example = "prod_001")]
     id: Option<String>,
-    /// 1–200 characters after trimming, no control characters. Without `id`,
-    /// a name matching one of the manager's products (case-insensitive) updates it.
-    #[schema(example = "Premium Coffee Beans", min_length = 1, max_length = 200)]
+    /// 1–200 characters after trimming, not only white space, no control
+    /// characters. Without `id`, a name matching one of the manager's
+    /// products (trimmed, case-insensitive) updates it.
+    #[schema(
+        example = "Premium Coffee Beans",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
     /// A JSON number (not a string) > 0 and ≤ 1,000,000 with at most 2 decimals.
-    #[schema(value_type = f64, example = 15.99, exclusive_minimum = 0, maximum = 1000000)]
+    #[schema(value_type = f64, example = 15.99, minimum = 0.01, maximum = 1000000)]
     price: f64,
     /// Units in stock (set, not added): an integer 0 … 1,000,000,000.
     #[schema(example = 100, minimum = 0, maximum = 1000000000)]
@@ -131,13 +143,116 @@ pub struct ProcessOrderRequest {
     products: Vec<OrderLineInput>,
 }
 
+/// One difference of stock.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdjustmentInput {
+    /// The product; any text that is not one of the manager's product ids is a 404.
+    #[schema(example = "prod_001")]
+    product_id: String,
+    /// Units to add (positive) or take (negative): a non-zero integer within ±1,000,000,000.
+    #[schema(schema_with = delta_schema)]
+    delta: i64,
+}
+
+/// A non-zero integer within ±1,000,000,000, as JSON Schema says it.
+fn delta_schema() -> Schema {
+    let side = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .build()
+    };
+    Schema::OneOf(
+        utoipa::openapi::OneOfBuilder::new()
+            .item(side(1, 1_000_000_000))
+            .item(side(-1_000_000_000, -1))
+            .description(Some("Units to add (positive) or take (negative), never 0"))
+            .examples([json!(-3)])
+            .build(),
+    )
+}
+
+/// Body of `POST /api/inventory/adjustments`.
+#[derive(ToSchema)]
+#[schema(example = json!({"manager_id": "mgr_123", "adjustments": [
+    {"product_id": "prod_001", "delta": 24}, {"product_id": "prod_002", "delta": -3}]}))]
+#[allow(dead_code)]
+pub struct AdjustmentsRequest {
+    /// The store manager.
+    #[schema(example = "mgr_123", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    manager_id: String,
+    /// 1–1000 differences, no product twice.
+    #[schema(min_items = 1, max_items = 1000)]
+    adjustments: Vec<AdjustmentInput>,
+}
+
+/// Body of `POST /api/orders/{order_id}/cancel`.
+#[derive(ToSchema)]
+#[schema(example = json!({"manager_id": "mgr_123"}))]
+#[allow(dead_code)]
+pub struct CancelOrderRequest {
+    /// The store manager.
+    #[schema(example = "mgr_123", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    manager_id: String,
+}
+
+/// The `Idempotency-Key` header of the writes that are not safe to repeat.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// Makes retries safe: 1–255 visible ASCII characters (spaces allowed)
+    /// chosen by the client, per manager, shared by orders and adjustments.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[\\x20-\\x7E]{1,255}$"
+    )]
+    idempotency_key: Option<String>,
+}
+
+/// The manager a read is for.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ManagerParam {
+    /// The store manager (required).
+    #[param(example = "mgr_123", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    manager_id: String,
+}
+
+/// Query of `GET /api/orders`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListOrdersParams {
+    /// The store manager (required).
+    #[param(example = "mgr_123", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    manager_id: String,
+    /// Only this customer's orders.
+    #[param(example = "cust_456", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    customer_id: Option<String>,
+    /// `processed` or `cancelled`; absent means both.
+    #[param(example = "processed", pattern = "^(processed|cancelled)$")]
+    status: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// An order id: the page starts with the next older order.
+    #[param(example = "ord_042", pattern = "^ord_(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2,17})$")]
+    after: Option<String>,
+}
+
 /// Query of `GET /api/inventory/products`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct ListProductsParams {
     /// The store manager (required).
-    #[param(example = "mgr_123")]
+    #[param(example = "mgr_123", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     manager_id: String,
     /// `in_stock`, `out_of_stock` or `discontinued`; absent means all.
     #[param(example = "in_stock", pattern = "^(in_stock|out_of_stock|discontinued)$")]
@@ -146,7 +261,7 @@ pub struct ListProductsParams {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// A product id: the page starts after it.
-    #[param(example = "prod_002")]
+    #[param(example = "prod_002", pattern = "^prod_(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2,17})$")]
     after: Option<String>,
 }
 
@@ -156,32 +271,95 @@ pub struct ListProductsParams {
 #[allow(dead_code)]
 pub struct ListAuditParams {
     /// The store manager (required).
-    #[param(example = "mgr_123")]
+    #[param(example = "mgr_123", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     manager_id: String,
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// A record id: the page starts with the next older record.
+    #[param(minimum = 1)]
     after: Option<i64>,
 }
 
-/// The 400 example shared by the write endpoints.
-pub fn example_invalid() -> Value {
-    json!({"error": {"code": "INVALID_REQUEST", "message": "the request has invalid fields", "details": {
-        "products[0].price": "must have at most 2 decimal places",
-        "products[1].quantity": "must be an integer from 0 to 1000000000"}}})
-}
-
-/// The 429 example.
-pub fn example_rate_limited() -> Value {
-    json!({"error": {"code": "RATE_LIMIT_EXCEEDED", "message": "over 100 requests in 3600 seconds for this manager",
-        "details": {"manager_id": "over 100 requests in 3600 seconds for this manager; retry in 1712 seconds"}}})
-}
-
-/// Completes the document once the handlers' paths are in it.
-pub fn finish(mut document: Document) -> Document {
+/// Completes the document once the handlers' paths are in it: the error
+/// responses of every operation (from `errors`, by operation id, plus those
+/// every `/api/` route can answer), the headers every response carries, the
+/// server, and the absence of authentication.
+pub fn finish(mut document: Document, errors: &[(&str, &[Code])]) -> Document {
+    ErrorResponses(errors).modify(&mut document);
     CommonHeaders.modify(&mut document);
+    document.servers = Some(vec![Server::new("/")]);
+    // No authentication: access control is outside this service.
+    document.security = Some(vec![SecurityRequirement::default()]);
     document
+}
+
+/// The codes any `/api/` route may answer, by method.
+fn common_codes(method: &str) -> Vec<Code> {
+    let mut codes = vec![
+        Code::InvalidRequest,
+        Code::RateLimitExceeded,
+        Code::ServiceUnavailable,
+        Code::Timeout,
+        Code::InternalError,
+    ];
+    if method == "post" {
+        codes.extend([Code::UnsupportedMediaType, Code::PayloadTooLarge, Code::RequestTimeout]);
+    }
+    codes
+}
+
+/// Adds each operation's error responses, one per status, with an example
+/// per code, all derived from the code catalogue ([`Code`]).
+struct ErrorResponses<'a>(&'a [(&'a str, &'a [Code])]);
+
+impl Modify for ErrorResponses<'_> {
+    fn modify(&self, openapi: &mut Document) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let api = path.starts_with("/api/");
+            for (method, operation) in [("get", &mut item.get), ("post", &mut item.post)] {
+                let Some(operation) = operation else { continue };
+                let own = operation
+                    .operation_id
+                    .as_deref()
+                    .and_then(|id| self.0.iter().find(|(name, _)| *name == id))
+                    .map_or(&[][..], |(_, codes)| *codes);
+                let mut codes: Vec<Code> = own.to_vec();
+                if api {
+                    codes.extend(common_codes(method));
+                }
+                codes.sort();
+                codes.dedup();
+                let mut by_status: BTreeMap<u16, Vec<Code>> = BTreeMap::new();
+                for code in codes {
+                    by_status.entry(code.status().as_u16()).or_default().push(code);
+                }
+                for (status, codes) in by_status {
+                    let description = codes
+                        .iter()
+                        .map(|c| format!("`{}`: {}", c.as_str(), c.when()))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let examples = codes.iter().map(|c| {
+                        let value = serde_json::to_value(c.example().envelope()).unwrap_or_default();
+                        (c.as_str(), ExampleBuilder::new().value(Some(value)).build())
+                    });
+                    let content = ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .examples_from_iter(examples)
+                        .build();
+                    let response = ResponseBuilder::new()
+                        .description(description)
+                        .content("application/json", content)
+                        .build();
+                    operation
+                        .responses
+                        .responses
+                        .insert(status.to_string(), RefOr::T(response));
+                }
+            }
+        }
+    }
 }
 
 /// Adds the headers every response carries: `X-Request-ID` everywhere,

@@ -3,7 +3,7 @@
 use axum::{
     Json,
     body::Body,
-    extract::State,
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -22,11 +22,11 @@ use crate::{
         ManagerId, Problems, ProductId,
         product::{Discontinue, ProductStatus, UpsertProducts},
     },
-    error::{AppError, ErrorEnvelope},
+    error::AppError,
     metrics,
     store::{
         self,
-        products::{ListQuery, ProductRow},
+        products::{ListQuery, ProductDetail, ProductRow},
     },
 };
 
@@ -53,20 +53,6 @@ pub struct ProductsResponse {
     request_body(content = docs::AddProductsRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Products added or updated, in request order", body = ProductsResponse),
-        (status = 400, description = "Invalid fields (every one listed), malformed JSON, or two items naming one product",
-            body = ErrorEnvelope, example = json!(docs::example_invalid())),
-        (status = 404, description = "An `id` that is not one of the manager's products", body = ErrorEnvelope,
-            example = json!({"error": {"code": "PRODUCT_NOT_FOUND", "message": "no such product for this manager",
-                "details": {"products[0].id": "prod_042 is not a product of this manager"}}})),
-        (status = 409, description = "A new name another of the manager's products already has", body = ErrorEnvelope,
-            example = json!({"error": {"code": "PRODUCT_NAME_TAKEN", "message": "another product already has this name",
-                "details": {"products[0].name": "prod_002 already has this name"}}})),
-        (status = 408, description = "The body did not arrive within the request timeout", body = ErrorEnvelope),
-        (status = 413, description = "Body over the size limit", body = ErrorEnvelope),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorEnvelope),
-        (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
-        (status = 500, description = "Internal error (no detail is disclosed)", body = ErrorEnvelope),
     ))]
 pub async fn add_products(
     State(state): State<AppState>,
@@ -148,12 +134,6 @@ impl ListParams {
                 ("Link" = String, description = "`<...>; rel=\"next\"` when more products remain")
             )),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
-        (status = 400, description = "Missing `manager_id`, unknown `status`, bad `limit` or `after`", body = ErrorEnvelope,
-            example = json!({"error": {"code": "INVALID_REQUEST", "message": "the request has invalid fields",
-                "details": {"status": "must be one of in_stock, out_of_stock, discontinued"}}})),
-        (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
-        (status = 500, description = "Internal error", body = ErrorEnvelope),
     ))]
 pub async fn list_products(
     State(state): State<AppState>,
@@ -247,6 +227,44 @@ fn list_response(list: &CachedList, request: &HeaderMap) -> Response {
     response
 }
 
+/// One product with its status and times.
+///
+/// `status` is derived as in the lists; times are RFC 3339 in UTC. A product
+/// that is not the manager's (or an id that is not a product id) is 404
+/// `PRODUCT_NOT_FOUND`. The response carries an `ETag`; send it back in
+/// `If-None-Match` to get `304 Not Modified`.
+#[utoipa::path(get, path = "/api/inventory/products/{product_id}", tag = "inventory",
+    params(("product_id" = String, Path, description = "The product, e.g. `prod_001`", example = "prod_001"),
+        docs::ManagerParam),
+    responses(
+        (status = 200, description = "The product", body = ProductDetail,
+            headers(("ETag" = String, description = "Strong validator of this body"))),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+    ))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+    query: Query,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let mut bad = Problems::default();
+    let manager = query.manager(&mut bad);
+    let manager = bad.into_result(|| manager)?;
+    let not_found =
+        || AppError::ProductNotFound([("product_id".to_owned(), "not a product of this manager".to_owned())].into());
+    let id = ProductId::parse(&product_id).ok_or_else(not_found)?;
+    let product = store::products::get(&state.db, &manager, id)
+        .await?
+        .ok_or_else(not_found)?;
+    let body = serde_json::to_vec(&product).map_err(|e| AppError::Internal(e.into()))?;
+    let found = CachedList {
+        etag: etag_of(&body),
+        body: body.into(),
+        next: None,
+    };
+    Ok(list_response(&found, &headers))
+}
+
 /// Mark a product discontinued.
 ///
 /// Discontinued products stay listed (status `discontinued`) and cannot be
@@ -255,18 +273,6 @@ fn list_response(list: &CachedList, request: &HeaderMap) -> Response {
     request_body(content = docs::DiscontinueRequest, content_type = "application/json"),
     responses(
         (status = 204, description = "Discontinued (or already was)"),
-        (status = 400, description = "Invalid fields", body = ErrorEnvelope,
-            example = json!({"error": {"code": "INVALID_REQUEST", "message": "the request has invalid fields",
-                "details": {"product_id": "is required"}}})),
-        (status = 404, description = "Not one of the manager's products", body = ErrorEnvelope,
-            example = json!({"error": {"code": "PRODUCT_NOT_FOUND", "message": "no such product for this manager",
-                "details": {"product_id": "prod_001 is not a product of this manager"}}})),
-        (status = 408, description = "The body did not arrive within the request timeout", body = ErrorEnvelope),
-        (status = 413, description = "Body over the size limit", body = ErrorEnvelope),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorEnvelope),
-        (status = 429, description = "Rate limit exceeded", body = ErrorEnvelope, example = json!(docs::example_rate_limited())),
-        (status = 503, description = "Database unavailable", body = ErrorEnvelope),
-        (status = 500, description = "Internal error", body = ErrorEnvelope),
     ))]
 pub async fn discontinue_product(
     State(state): State<AppState>,

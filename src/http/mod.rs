@@ -1,10 +1,13 @@
 //! The HTTP surface: routes, the middleware stack, and helpers the handlers
 //! share. Handlers parse, call one store function, and shape the response.
 
+mod adjustments;
 mod audit;
 pub mod docs;
 mod health;
+mod idempotency;
 mod inventory;
+mod order_history;
 mod orders;
 mod query;
 pub mod request;
@@ -39,7 +42,7 @@ use crate::{
     cache::ListCache,
     config::Settings,
     domain::ManagerId,
-    error::{AppError, ErrorCode},
+    error::{AppError, Code, ErrorCode},
     rate_limit::Limiter,
 };
 use request::{AuditWritten, RequestContext};
@@ -67,16 +70,56 @@ pub struct AppState {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(inventory::add_products, inventory::list_products))
+        .routes(routes!(inventory::get_product))
         .routes(routes!(inventory::discontinue_product))
+        .routes(routes!(adjustments::adjust_stock))
         .routes(routes!(orders::process_order))
+        .routes(routes!(order_history::list_orders))
+        .routes(routes!(order_history::get_order))
+        .routes(routes!(orders::cancel_order))
         .routes(routes!(audit::list_audit))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
 
+/// The errors each operation answers besides those every `/api/` route can
+/// (bad input, rate limit, outages; see `docs::finish`). Statuses, texts and
+/// examples come from the code catalogue, [`Code`].
+const ERRORS: &[(&str, &[Code])] = &[
+    ("add_products", &[Code::ProductNotFound, Code::ProductNameTaken]),
+    ("list_products", &[]),
+    ("get_product", &[Code::ProductNotFound]),
+    ("discontinue_product", &[Code::ProductNotFound]),
+    (
+        "adjust_stock",
+        &[
+            Code::ProductNotFound,
+            Code::InsufficientStock,
+            Code::QuantityOutOfRange,
+            Code::IdempotencyKeyReused,
+            Code::IdempotencyKeyInUse,
+        ],
+    ),
+    (
+        "process_order",
+        &[
+            Code::ProductNotFound,
+            Code::ProductDiscontinued,
+            Code::InsufficientStock,
+            Code::IdempotencyKeyReused,
+            Code::IdempotencyKeyInUse,
+        ],
+    ),
+    ("list_orders", &[]),
+    ("get_order", &[Code::OrderNotFound]),
+    ("cancel_order", &[Code::OrderNotFound, Code::QuantityOutOfRange]),
+    ("list_audit", &[]),
+    ("readyz", &[Code::ServiceUnavailable]),
+];
+
 /// The OpenAPI document as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    docs::finish(api().into_openapi())
+    docs::finish(api().into_openapi(), ERRORS)
 }
 
 /// The whole application: routes, docs, fallbacks and middleware.
@@ -95,7 +138,7 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .merge(
             SwaggerUi::new("/docs")
-                .url("/openapi.json", docs::finish(document))
+                .url("/openapi.json", docs::finish(document, ERRORS))
                 // No badge from validator.swagger.io: the page loads nothing
                 // from other hosts and does not send them the document's URL.
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),

@@ -59,8 +59,9 @@ impl AuditEntry {
     }
 }
 
-/// Inserts many records in one statement (one round trip, one JSON array).
-pub async fn insert_batch(db: &PgPool, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
+/// Inserts many records in one statement (one round trip, one JSON array),
+/// on the pool or inside a write's own transaction.
+pub async fn insert_batch<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
     let rows = super::json_param(&entries)?;
     let done = sqlx::query!(
         r#"insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,

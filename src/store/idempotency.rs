@@ -1,5 +1,6 @@
-//! Idempotency keys of order requests: claim a key, answer a retry from the
-//! stored outcome, record a refusal, release a key whose request failed.
+//! Idempotency keys of orders and stock adjustments (one key space per
+//! manager): claim a key, answer a retry from the stored outcome, record an
+//! answer, release a key whose request failed.
 
 use std::time::Duration;
 
@@ -22,11 +23,11 @@ pub enum Claim {
         /// Its total.
         total: Money,
     },
-    /// The key's first request was refused: answer the same.
-    Refused {
-        /// 404 or 409.
+    /// The key's first request got this answer: give the same.
+    Answered {
+        /// 200, 404 or 409.
         status: u16,
-        /// The error envelope it got.
+        /// The body it got (a result, or an error envelope).
         body: Value,
     },
     /// The key was first used with another body.
@@ -84,7 +85,7 @@ pub async fn claim(
                 order_id: OrderId::from_db(order_id),
                 total: Money::from_decimal(total),
             },
-            (Some(status), _, _, Some(body)) => Claim::Refused {
+            (Some(status), _, _, Some(body)) => Claim::Answered {
                 status: status as u16,
                 body,
             },
@@ -93,10 +94,10 @@ pub async fn claim(
     })
 }
 
-/// Records that the key's request was refused with this status and body,
-/// if the key is still claimed with `token`.
-pub async fn refused(
-    db: &PgPool,
+/// Records the answer the key's request got (a refusal, or a result kept
+/// whole), if the key is still claimed with `token`.
+pub async fn answered<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     manager: &ManagerId,
     key: &str,
     token: Uuid,

@@ -4,8 +4,10 @@
 //! with the reason, never as an HTTP status (the HTTP layer maps reasons to
 //! statuses in one place).
 
+pub mod adjustments;
 pub mod audit;
 pub mod idempotency;
+pub mod order_history;
 pub mod orders;
 pub mod products;
 

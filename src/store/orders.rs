@@ -126,7 +126,7 @@ async fn process_once(
         r#"with req as (
                select * from unnest($2::bigint[], $3::int[]) with ordinality as r(id, qty, line_no)
            ), locked as materialized (
-               select id, price, quantity, discontinued_at is not null as discontinued
+               select id, name, price, quantity, discontinued_at is not null as discontinued
                  from product
                 where manager_id = $1 and id in (select id from req)
                 order by id
@@ -153,14 +153,14 @@ async fn process_once(
                   set quantity = l.quantity - r.qty, updated_at = now()
                  from req r join locked l using (id), sellable s
                 where s.ok and p.manager_id = $1 and p.id = r.id
-            returning p.id, p.price, r.qty, r.line_no
+            returning p.id, p.name, p.price, r.qty, r.line_no
            ), placed as (
                insert into customer_order (manager_id, customer_id, customer_email, total_amount)
                select $1, $4, $5, sum(price * qty) from sold having count(*) > 0
             returning id, total_amount
            ), order_lines as (
-               insert into order_line (manager_id, order_id, line_no, product_id, quantity, unit_price)
-               select $1, o.id, s.line_no, s.id, s.qty, s.price from placed o, sold s
+               insert into order_line (manager_id, order_id, line_no, product_id, name, quantity, unit_price)
+               select $1, o.id, s.line_no, s.id, s.name, s.qty, s.price from placed o, sold s
            ), remembered as (
                update idempotency_key k
                   set status = 200, order_id = o.id, completed_at = now()

@@ -42,6 +42,52 @@ pub struct ProductRow {
     pub quantity: i32,
 }
 
+/// A product with its status and times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "prod_001", "name": "Premium Coffee Beans", "price": 15.99, "quantity": 100,
+    "status": "in_stock", "created_at": "2026-12-01T09:30:00.000000Z", "updated_at": "2026-12-02T14:05:12.345678Z"}))]
+pub struct ProductDetail {
+    /// Public id.
+    #[schema(value_type = String, example = "prod_001")]
+    pub id: ProductId,
+    /// Name, trimmed, unique per manager (case-insensitive).
+    pub name: String,
+    /// Price, a number with at most 2 decimals.
+    #[schema(value_type = f64, example = 15.99)]
+    pub price: Money,
+    /// Units in stock.
+    pub quantity: i32,
+    /// `in_stock`, `out_of_stock` or `discontinued` (derived).
+    #[schema(value_type = String, pattern = "^(in_stock|out_of_stock|discontinued)$")]
+    pub status: ProductStatus,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it last changed (RFC 3339, UTC).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The manager's product `id`, if it is theirs.
+pub async fn get(db: &PgPool, manager: &ManagerId, id: ProductId) -> Result<Option<ProductDetail>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select id as "id: ProductId", name, price as "price: Money", quantity,
+                  discontinued_at is not null as "discontinued!", created_at, updated_at
+             from product where manager_id = $1 and id = $2"#,
+        manager.as_str(),
+        id.get()
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| ProductDetail {
+        id: r.id,
+        name: r.name,
+        price: r.price,
+        quantity: r.quantity,
+        status: ProductStatus::of(r.quantity, r.discontinued),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }))
+}
+
 /// One page of a manager's products.
 #[derive(Debug, Clone)]
 pub struct ListQuery {

@@ -1,0 +1,72 @@
+//! `POST /api/inventory/adjustments`: stock changed by differences.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    AppState, docs,
+    idempotency::{self, Begun},
+    invalidate,
+    inventory::ProductsResponse,
+    request::{JsonBody, RequestContext},
+    written,
+};
+use crate::{domain::adjustment::StockAdjustments, error::AppError, store};
+
+/// Change stock by differences, all or none.
+///
+/// Each item adds `delta` units to a product's stock (or takes them, when
+/// negative), so a restock never erases a sale made between a read and this
+/// write. Every difference is applied, in one transaction with its audit
+/// record, or none is. A product may appear once (400). Products that are
+/// not the manager's are 404 `PRODUCT_NOT_FOUND`; a result below 0 is 409
+/// `INSUFFICIENT_STOCK` (`would leave -3 (available 2)`); above
+/// 1,000,000,000 is 409 `QUANTITY_OUT_OF_RANGE`; in that order of precedence,
+/// with every failing item listed. Discontinued products can be adjusted and
+/// stay discontinued. The answer lists the products after the change, in
+/// request order.
+///
+/// `Idempotency-Key` works as for orders, in the same key space: a retry gets
+/// the first answer again and applies nothing twice; a key first used for
+/// an order (or another body) is a 422.
+#[utoipa::path(post, path = "/api/inventory/adjustments", tag = "inventory",
+    request_body(content = docs::AdjustmentsRequest, content_type = "application/json"),
+    params(docs::IdempotencyKey),
+    responses((status = 200, description = "The products after the change, in request order", body = ProductsResponse)))]
+pub async fn adjust_stock(
+    State(state): State<AppState>,
+    context: RequestContext,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let request = StockAdjustments::parse(&body)?;
+    let no_orders_here = |_, _| AppError::Internal(anyhow::anyhow!("an adjustment key names an order")).into_response();
+    let owned =
+        match idempotency::begin(&state, &request.manager, &headers, "adjustments", &body, no_orders_here).await? {
+            Begun::Run(owned) => owned,
+            Begun::Replay(response) => return Ok(response),
+        };
+    let mut entry = context.entry(StatusCode::OK.as_u16(), None);
+    let claim = owned.as_ref().map(|(key, token)| (key.as_str(), *token));
+    let products = match store::adjustments::apply(&state.db, &request, &entry, claim).await {
+        Ok(products) => products,
+        Err(failure) => {
+            let err = AppError::from(failure);
+            idempotency::settle(&state, &request.manager, owned.as_ref(), &err).await;
+            return Err(err);
+        }
+    };
+    entry.product_ids = products.iter().map(|p| p.id.get()).collect();
+    entry.product_ids.sort_unstable();
+    invalidate(&state, &request.manager).await;
+    Ok(written(
+        StatusCode::OK,
+        Json(ProductsResponse { products }),
+        entry,
+        &context,
+    ))
+}

@@ -1,0 +1,153 @@
+//! `Idempotency-Key` on the writes that are not safe to repeat (orders,
+//! stock adjustments): one key space per manager, shared by both.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::{
+    domain::{ManagerId, Money, OrderId},
+    error::{AppError, Code, ErrorCode},
+    store::{self, idempotency::Claim},
+};
+
+/// The `Idempotency-Key` header: absent, or 1–255 visible ASCII characters
+/// (spaces allowed).
+pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if (1..=255).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    } else {
+        Err(AppError::invalid(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
+/// A key this request owns, with its claim token.
+pub type Owned = (String, Uuid);
+
+/// How a request with (or without) a key goes on.
+pub enum Begun {
+    /// Run it; with a key, it is this request's.
+    Run(Option<Owned>),
+    /// Answer this: the key's first request already got it.
+    Replay(Response),
+}
+
+/// Claims the request's key, if it has one. `operation` separates the
+/// operations sharing the key space (a key first used for another operation
+/// is a reuse, 422); `sold` renders the answer of a sold order.
+pub async fn begin(
+    state: &AppState,
+    manager: &ManagerId,
+    headers: &HeaderMap,
+    operation: &str,
+    body: &Value,
+    sold: impl FnOnce(OrderId, Money) -> Response,
+) -> Result<Begun, AppError> {
+    let Some(key) = key_of(headers)? else {
+        return Ok(Begun::Run(None));
+    };
+    // serde_json's maps are sorted, so this text is the same for any
+    // spelling of the same body (key order, white space).
+    let body = serde_json::to_string(body).map_err(|e| AppError::Internal(e.into()))?;
+    let request = if operation.is_empty() {
+        body
+    } else {
+        format!("{operation} {body}")
+    };
+    let stale_after = Duration::from_secs(state.settings.request_timeout_secs + 60);
+    Ok(
+        match store::idempotency::claim(&state.db, manager, &key, &request, stale_after).await? {
+            Claim::Owned(token) => Begun::Run(Some((key, token))),
+            Claim::Sold { order_id, total } => Begun::Replay(replayed(sold(order_id, total))),
+            Claim::Answered { status, body } => Begun::Replay(replayed(answer(status, body))),
+            Claim::Reused => return Err(AppError::IdempotencyKeyReused),
+            Claim::InUse => return Err(AppError::IdempotencyKeyInUse),
+        },
+    )
+}
+
+/// After the first request with a key failed: remember a refusal (a retry
+/// gets the same answer), or free the key after a passing failure (a retry
+/// runs again).
+pub async fn settle(state: &AppState, manager: &ManagerId, owned: Option<&Owned>, err: &AppError) {
+    let Some((key, token)) = owned else { return };
+    let settled = if err.is_refusal() {
+        let body = serde_json::to_value(err.envelope()).unwrap_or_default();
+        store::idempotency::answered(&state.db, manager, key, *token, err.parts().0.as_u16(), &body).await
+    } else {
+        store::idempotency::release(&state.db, manager, key, *token).await
+    };
+    if let Err(cause) = settled {
+        tracing::error!(error = %cause, %manager, "could not settle an idempotency key; it frees itself later");
+    }
+}
+
+/// A stored answer as a response; an error keeps its code for the audit.
+fn answer(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let code = body["error"]["code"]
+        .as_str()
+        .and_then(|text| Code::ALL.iter().find(|c| c.as_str() == text));
+    let mut response = (status, Json(body)).into_response();
+    if let Some(code) = code {
+        response.extensions_mut().insert(ErrorCode(code.as_str()));
+    }
+    response
+}
+
+/// A stored answer, marked as such.
+fn replayed(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_short_visible_text() {
+        let with = |value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert("idempotency-key", HeaderValue::from_bytes(value).unwrap());
+            key_of(&headers)
+        };
+        assert_eq!(key_of(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(with(b"order 42 retry").unwrap().as_deref(), Some("order 42 retry"));
+        assert!(with(&[b'k'; 255]).is_ok());
+        assert!(with(&[b'k'; 256]).is_err());
+        assert!(with(b"").is_err());
+        assert!(with(b"tab\there").is_err());
+        assert!(with("caf\u{e9}".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn stored_refusals_are_replayed_with_their_status_and_code() {
+        let stored = serde_json::to_value(Code::InsufficientStock.example().envelope()).unwrap();
+        let response = answer(409, stored);
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            response.extensions().get::<ErrorCode>(),
+            Some(&ErrorCode("INSUFFICIENT_STOCK"))
+        );
+        assert_eq!(answer(200, json!({"products": []})).status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,118 @@
+//! `GET /api/orders/{order_id}` and `GET /api/orders`: what was sold.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{
+    AppState, docs,
+    query::{Query, next_link},
+};
+use crate::{
+    domain::{OrderId, Problems, order::OrderStatus},
+    error::AppError,
+    store::{
+        self,
+        order_history::{OrderQuery, OrderSummary, OrderView},
+    },
+};
+
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"orders": [{"order_id": "ord_002", "status": "cancelled",
+    "customer": {"id": "cust_456", "email": "customer@example.com"}, "total_amount": 12.99,
+    "created_at": "2026-12-02T10:15:00.000000Z", "cancelled_at": "2026-12-02T10:20:00.000000Z"}]}))]
+pub struct OrdersResponse {
+    /// The orders.
+    pub orders: Vec<OrderSummary>,
+}
+
+/// One order with its lines as they were sold.
+///
+/// Lines come in the order they were sent, with the product's name and unit
+/// price as they were at the moment of sale. `status` is `processed` or
+/// `cancelled`; `cancelled_at` is null until the order is cancelled. Money
+/// has at most 2 decimals. An id that is not one of the manager's orders
+/// (or not an order id at all) is 404 `ORDER_NOT_FOUND`.
+#[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders",
+    params(("order_id" = String, Path, description = "The order, e.g. `ord_001`", example = "ord_001"),
+        docs::ManagerParam),
+    responses((status = 200, description = "The order", body = OrderView)))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    query: Query,
+) -> Result<Json<OrderView>, AppError> {
+    let mut bad = Problems::default();
+    let manager = query.manager(&mut bad);
+    let manager = bad.into_result(|| manager)?;
+    let id = OrderId::parse(&order_id).ok_or_else(AppError::order_not_found)?;
+    let mut conn = state.db.acquire().await?;
+    store::order_history::get(&mut conn, &manager, id)
+        .await?
+        .map(Json)
+        .ok_or_else(AppError::order_not_found)
+}
+
+/// A manager's orders, newest first.
+///
+/// Filters: `customer_id`, `status` (`processed` or `cancelled`). Pages of
+/// `limit` orders (1–1000, default 100) by id descending; `after` (an order
+/// id) starts the page after, that is older than, that order. While more
+/// remain, the `Link` header (`rel="next"`) gives the next page with the same
+/// filters. Every bad parameter is listed in one 400.
+#[utoipa::path(get, path = "/api/orders", tag = "orders",
+    params(docs::ListOrdersParams),
+    responses((status = 200, description = "The orders", body = OrdersResponse,
+        headers(("Link" = String, description = "`<...>; rel=\"next\"` when more orders remain")))))]
+pub async fn list_orders(State(state): State<AppState>, query: Query) -> Result<Response, AppError> {
+    let mut bad = Problems::default();
+    let manager = query.manager(&mut bad);
+    let customer = query.optional(&mut bad, "customer_id", |text| {
+        crate::domain::CustomerId::parse(text).map(|c| c.as_str().to_owned())
+    });
+    let status = query.optional(&mut bad, "status", str::parse::<OrderStatus>);
+    let limit = query.limit(&mut bad);
+    let after = query.optional(&mut bad, "after", |text| {
+        OrderId::parse(text).ok_or_else(|| "must be an order id such as ord_001".into())
+    });
+    let request = bad.into_result(|| {
+        Some(OrderQuery {
+            manager: manager?,
+            customer: customer?,
+            status: status?,
+            after: after?,
+            limit: i64::from(limit?),
+        })
+    })?;
+    let page = request.limit as usize;
+    let mut orders = store::order_history::list(
+        &state.db,
+        &OrderQuery {
+            limit: request.limit + 1,
+            ..request.clone()
+        },
+    )
+    .await?;
+    let next = (orders.len() > page)
+        .then(|| {
+            orders.truncate(page);
+            let mut params = vec![("manager_id", request.manager.to_string())];
+            params.extend(request.customer.clone().map(|c| ("customer_id", c)));
+            params.extend(request.status.map(|s| ("status", s.as_str().to_owned())));
+            params.push(("limit", page.to_string()));
+            params.extend(orders.last().map(|o| ("after", o.order_id.to_string())));
+            next_link("/api/orders", &params)
+        })
+        .flatten();
+    let mut response = Json(OrdersResponse { orders }).into_response();
+    if let Some(link) = next {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    Ok(response)
+}
