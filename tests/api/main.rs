@@ -2,6 +2,7 @@
 //! binary, one module per area.
 
 mod audit;
+mod beyond;
 mod cache;
 mod cli;
 mod concurrency;
