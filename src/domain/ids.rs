@@ -60,7 +60,9 @@ client_id_type!(
 /// not ids), so each id has exactly one spelling.
 fn parse_public(prefix: &str, text: &str) -> Option<i64> {
     let digits = text.strip_prefix(prefix)?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // At most 18 digits: every such number fits an i64, and the documented
+    // pattern can say it.
+    if digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let number: i64 = digits.parse().ok()?;

@@ -61,24 +61,38 @@ pub fn list(value: &Value, len: RangeInclusive<usize>) -> Result<&[Value], Strin
     }
 }
 
-/// The integer at `value` within `range`. Only integers written as such are
-/// accepted: `true`, `"5"`, `1.5` and `1.0` are not integers.
+/// The integer at `value` within `range`: a JSON number whose value is
+/// whole, as JSON Schema's `integer` is (`2`, `2.0` and `2e0` are the same
+/// integer); `true`, `"5"` and `1.5` are not integers. The number's text is
+/// read exactly (no float rounding).
 pub fn integer(value: &Value, range: RangeInclusive<i64>) -> Result<i64, String> {
     let out_of_range = || format!("must be an integer from {} to {}", range.start(), range.end());
     match value {
-        Value::Number(n) if is_plain_integer(n.as_str()) => match n.as_i64() {
-            Some(i) if range.contains(&i) => Ok(i),
-            _ => Err(out_of_range()),
+        Value::Number(n) => match whole(n.as_str()) {
+            Some(Some(i)) if range.contains(&i) => Ok(i),
+            Some(_) => Err(out_of_range()),
+            None => Err("must be a whole number".into()),
         },
-        Value::Number(_) => Err("must be a whole number".into()),
         Value::Null => Err("is required".into()),
         _ => Err(out_of_range()),
     }
 }
 
-fn is_plain_integer(literal: &str) -> bool {
+/// `Some(Some(i))` for a whole number that fits an `i64`, `Some(None)` for a
+/// whole number that does not, `None` for a number with a fraction.
+fn whole(literal: &str) -> Option<Option<i64>> {
     let digits = literal.strip_prefix('-').unwrap_or(literal);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(literal.parse().ok());
+    }
+    let exact =
+        rust_decimal::Decimal::from_str_exact(literal).or_else(|_| rust_decimal::Decimal::from_scientific(literal));
+    match exact {
+        Ok(d) if d.fract().is_zero() => Some(i64::try_from(d).ok()),
+        Ok(_) => None,
+        // Too large or too small for a decimal: a whole number only if huge.
+        Err(_) => literal.parse::<f64>().ok().filter(|f| f.abs() >= 1.0).map(|_| None),
+    }
 }
 
 /// Why `body` is not a JSON object, if it is not.
@@ -124,13 +138,17 @@ mod tests {
     fn integers_are_strict() {
         assert_eq!(integer(&json!(5), 0..=10), Ok(5));
         assert!(integer(&json!(1.5), 0..=10).is_err());
-        assert!(integer(&serde_json::from_str("1.0").unwrap(), 0..=10).is_err());
+        assert_eq!(integer(&serde_json::from_str("1.0").unwrap(), 0..=10), Ok(1));
+        assert_eq!(integer(&serde_json::from_str("-0.0").unwrap(), -1..=10), Ok(0));
+        assert!(integer(&serde_json::from_str("1.000001").unwrap(), 0..=10).is_err());
+        assert!(integer(&serde_json::from_str("1e-7").unwrap(), 0..=10).is_err());
         assert!(integer(&json!("5"), 0..=10).is_err());
         assert!(integer(&json!(true), 0..=10).is_err());
         assert!(integer(&json!(11), 0..=10).is_err());
         assert!(integer(&json!(-1), 0..=10).is_err());
         assert_eq!(integer(&json!(null), 0..=10), Err("is required".into()));
-        assert!(integer(&serde_json::from_str("1e2").unwrap(), 0..=1000).is_err());
+        assert_eq!(integer(&serde_json::from_str("1e2").unwrap(), 0..=1000), Ok(100));
+        assert!(integer(&serde_json::from_str("1e400").unwrap(), 0..=1000).is_err());
         assert!(integer(&serde_json::from_str("99999999999999999999").unwrap(), 0..=10).is_err());
     }
 

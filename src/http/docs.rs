@@ -107,8 +107,14 @@ pub struct Customer {
     /// 1–64 characters of `A-Z a-z 0-9 _ - . :`.
     #[schema(example = "cust_456", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     id: String,
-    /// A valid email address.
-    #[schema(example = "customer@example.com", format = "email")]
+    /// An email address: a dot-atom local part, `@`, and a domain of
+    /// letter-digit-hyphen labels; at most 254 characters.
+    #[schema(
+        example = "customer@example.com",
+        format = "email",
+        max_length = 254,
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+    )]
     email: String,
 }
 
@@ -203,13 +209,16 @@ pub struct CancelOrderRequest {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub struct IdempotencyKey {
-    /// Makes retries safe: 1–255 visible ASCII characters (spaces allowed)
-    /// chosen by the client, per manager, shared by orders and adjustments.
+    /// Makes retries safe: 1–255 visible ASCII characters (spaces allowed
+    /// inside) chosen by the client, per manager, shared by orders and
+    /// adjustments.
     #[param(
         rename = "Idempotency-Key",
+        value_type = String,
+        required = false,
         min_length = 1,
         max_length = 255,
-        pattern = "^[\\x20-\\x7E]{1,255}$"
+        pattern = "^[\\x21-\\x7E]([\\x20-\\x7E]{0,253}[\\x21-\\x7E])?$"
     )]
     idempotency_key: Option<String>,
 }

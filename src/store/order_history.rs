@@ -12,6 +12,7 @@ use crate::domain::{
 
 /// The customer an order is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = OrderCustomer)]
 pub struct Customer {
     /// The customer's id, as the client named them.
     #[schema(example = "cust_456")]

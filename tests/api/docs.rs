@@ -618,3 +618,47 @@ async fn a_headless_browser_renders_every_operation_on_the_docs_page_offline(db:
     std::fs::copy(&screenshot, &kept).unwrap_or_else(|e| panic!("copy the screenshot to {}: {e}", kept.display()));
     app.stop().await;
 }
+
+/// The patterns the document states, exactly the rules the service applies:
+/// generated strings either match the pattern and are accepted, or do
+/// neither.
+#[test]
+fn the_documents_patterns_are_exactly_the_services_rules() {
+    use ecommerce_api::domain::{ManagerId, ProductId, order::parse_email, product::ProductName};
+    use proptest::{prelude::*, test_runner::TestRunner};
+
+    let doc = serde_json::to_value(ecommerce_api::http::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let pattern = |value: &Value| regex::Regex::new(value["pattern"].as_str().expect("a pattern")).unwrap();
+    let email = pattern(&schemas["Customer"]["properties"]["email"]);
+    let name = pattern(&schemas["ProductInput"]["properties"]["name"]);
+    let manager = pattern(&schemas["AddProductsRequest"]["properties"]["manager_id"]);
+    let list_params = operation(&doc, "get", "/api/inventory/products")["parameters"]
+        .as_array()
+        .unwrap();
+    let after = pattern(&list_params.iter().find(|p| p["name"] == "after").unwrap()["schema"]);
+    assert_eq!(
+        schemas["Customer"]["properties"]["email"]["pattern"],
+        ecommerce_api::domain::order::EMAIL_PATTERN
+    );
+
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(3000));
+    let text = "[a-zA-Z0-9@. _:!'\"`{}()\\-\\[\\]\t\u{7f}\u{85}\u{a0}é]{0,30}|prod_[0-9]{0,20}|[a-z]{1,8}@[a-z0-9-]{0,8}(\\.[a-z0-9-]{0,6}){0,3}";
+    runner
+        .run(&text, |s| {
+            prop_assert_eq!(
+                email.is_match(&s) && s.len() <= 254,
+                parse_email(&s).is_ok(),
+                "email {:?}",
+                s
+            );
+            prop_assert_eq!(manager.is_match(&s), ManagerId::parse(&s).is_ok(), "manager {:?}", s);
+            prop_assert_eq!(after.is_match(&s), ProductId::parse(&s).is_some(), "after {:?}", s);
+            if s == s.trim() {
+                let documented = name.is_match(&s) && (1..=200).contains(&s.chars().count());
+                prop_assert_eq!(documented, ProductName::parse(&s).is_ok(), "name {:?}", s);
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -26,6 +26,8 @@ pub enum BodyError {
     Malformed(String),
     /// The connection failed while reading.
     Unreadable,
+    /// The query string names another manager than the body.
+    ManagerConflict,
 }
 
 impl From<BodyError> for AppError {
@@ -36,6 +38,10 @@ impl From<BodyError> for AppError {
             BodyError::TooSlow => AppError::RequestTimeout,
             BodyError::Malformed(why) => AppError::invalid("body", format!("is not valid JSON: {why}")),
             BodyError::Unreadable => AppError::invalid("body", "could not be read"),
+            BodyError::ManagerConflict => AppError::invalid(
+                "manager_id",
+                "the query string names a different manager than the body; a POST names its manager in the body",
+            ),
         }
     }
 }

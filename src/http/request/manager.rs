@@ -6,16 +6,17 @@ use axum::http::Method;
 use serde_json::Value;
 
 use super::body::BodyError;
-use crate::{domain::ManagerId, error::AppError, http::query::Query};
+use crate::{domain::ManagerId, http::query::Query};
 
 /// The manager a request acts for.
 #[derive(Debug, Default)]
 pub struct Named {
     /// The valid manager id the request names in its one place, if any.
     pub manager: Option<ManagerId>,
-    /// Set when a POST's query string names another manager than its body
-    /// (a 400, still counted against and audited for the body's manager).
-    pub conflict: Option<AppError>,
+    /// True when a POST's query string names another manager than its body
+    /// (a 400 from the handler's body, still counted against and audited for
+    /// the body's manager; a route without a POST answers 405 as usual).
+    pub conflict: bool,
 }
 
 /// A GET names its manager in the query string; a POST in its JSON body,
@@ -24,7 +25,7 @@ pub fn decide(method: &Method, query: &Query, body: &Result<Value, BodyError>) -
     if method != Method::POST {
         return Named {
             manager: query.get("manager_id").and_then(|text| ManagerId::parse(text).ok()),
-            conflict: None,
+            conflict: false,
         };
     }
     let in_body = match body {
@@ -33,13 +34,7 @@ pub fn decide(method: &Method, query: &Query, body: &Result<Value, BodyError>) -
     };
     let conflict = query
         .get("manager_id")
-        .filter(|&in_query| Some(in_query) != in_body)
-        .map(|_| {
-            AppError::invalid(
-                "manager_id",
-                "the query string names a different manager than the body; a POST names its manager in the body",
-            )
-        });
+        .is_some_and(|in_query| Some(in_query) != in_body);
     Named {
         manager: in_body.and_then(|text| ManagerId::parse(text).ok()),
         conflict,
@@ -54,7 +49,7 @@ mod tests {
 
     fn named(method: Method, query: &str, body: Result<Value, BodyError>) -> (Option<String>, bool) {
         let named = decide(&method, &Query::parse(Some(query)), &body);
-        (named.manager.map(|m| m.as_str().to_owned()), named.conflict.is_some())
+        (named.manager.map(|m| m.as_str().to_owned()), named.conflict)
     }
 
     #[test]

@@ -56,17 +56,21 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
     let query = Query::parse(parts.uri.query());
     let named = manager::decide(&parts.method, &query, &parsed);
     context.manager = named.manager;
+    let parsed = if named.conflict {
+        Err(body::BodyError::ManagerConflict)
+    } else {
+        parsed
+    };
 
     let (decision, refused) = limit::check(&state, context.manager.as_ref()).await;
     // A place for this request's audit record, or a prompt 503 when the
     // audit log is not keeping up (the database is away).
     let slot = state.audit.reserve().await;
     let mut answered_early = None;
-    let mut response = match (refused, named.conflict, slot.is_some()) {
-        (Some(refused), _, _) => refused,
-        (None, Some(conflict), _) => conflict.into_response(),
-        (None, None, false) => AppError::Unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
-        (None, None, true) => {
+    let mut response = match (refused, slot.is_some()) {
+        (Some(refused), _) => refused,
+        (None, false) => AppError::Unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
+        (None, true) => {
             parts.extensions.insert(body::ParsedBody(parsed));
             parts.extensions.insert(query);
             parts.extensions.insert(context.clone());
