@@ -325,11 +325,11 @@ async fn an_order_shows_its_lines_as_sold_and_orders_list_newest_first(db: PgPoo
         format!("</api/orders?manager_id=m&customer_id=cust_456&limit=1&after={third}>; rel=\"next\"")
     );
     let body: Value = page.json().await.unwrap();
-    assert_eq!(ids(&body), [third.clone()]);
+    assert_eq!(ids(&body), std::slice::from_ref(&third));
     let next = link.trim_start_matches('<').split('>').next().unwrap().to_owned();
     let last = app.get(&next).await;
     assert!(last.headers().get("link").is_none(), "no next page after the last");
-    assert_eq!(ids(&last.json::<Value>().await.unwrap()), [first.clone()]);
+    assert_eq!(ids(&last.json::<Value>().await.unwrap()), std::slice::from_ref(&first));
 
     assert_eq!(cancel(&app, "m", &second).await.status(), 200);
     let cancelled: Value = app
@@ -338,7 +338,7 @@ async fn an_order_shows_its_lines_as_sold_and_orders_list_newest_first(db: PgPoo
         .json()
         .await
         .unwrap();
-    assert_eq!(ids(&cancelled), [second.clone()]);
+    assert_eq!(ids(&cancelled), std::slice::from_ref(&second));
     let processed: Value = app
         .get("/api/orders?manager_id=m&status=processed")
         .await
