@@ -1,12 +1,13 @@
 //! Random interleavings, reproducible from a printed seed: many clients at
-//! once upsert, discontinue and order (some orders with idempotency keys,
-//! retried) for a handful of managers; then the database is checked against
-//! the rules, using a history of every stock change that a test-only trigger
-//! records in lock order.
+//! once upsert, discontinue, adjust, order and cancel (some orders and
+//! adjustments with idempotency keys, retried) for a handful of managers;
+//! then the database is checked against the rules, using a history of every
+//! stock change that a test-only trigger records in lock order.
 //!
-//! Stock is only ever set to `1_000_000 * k + 500_000` for a fresh `k`, and
-//! order lines take 1 to 5 units, so each recorded change is recognisably a
-//! set or a sale.
+//! Each kind of change has sizes of its own, so every recorded change is
+//! recognisably one kind: stock is only ever set to `1_000_000 * k + 500_000`
+//! for a fresh `k` (a jump of about a million), order lines take 1 to 5 units
+//! and cancels return them (+1 to 5), adjustments move 10 to 60 units.
 
 use std::collections::{HashMap, HashSet};
 
@@ -63,6 +64,8 @@ struct Seen {
     requests: Vec<String>,
     statuses: Vec<u16>,
     orders: HashSet<String>,
+    /// Orders this client placed, by manager, to cancel later.
+    placed: Vec<(usize, String)>,
 }
 
 async fn client(
@@ -78,22 +81,48 @@ async fn client(
         let m = rng.below(MANAGERS) as usize;
         let manager = format!("mgr{m}");
         let pick = |rng: &mut Rng| products[m][rng.below(PRODUCTS_PER_MANAGER) as usize].clone();
-        let (body, path, key): (Value, &str, Option<String>) = match rng.below(10) {
+        let (body, path, key): (Value, String, Option<String>) = match rng.below(12) {
             0..=2 => {
                 let k = sets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let product = pick(&mut rng);
                 (
                     json!({"manager_id": manager, "products": [{"id": product, "name": format!("P {product}"),
                         "price": 1.25, "quantity": 1_000_000 * k + SET_BASE}]}),
-                    "/api/inventory/products",
+                    "/api/inventory/products".into(),
                     None,
                 )
             }
             3 if rng.below(4) == 0 => (
                 json!({"manager_id": manager, "product_id": pick(&mut rng)}),
-                "/api/inventory/discontinue",
+                "/api/inventory/discontinue".into(),
                 None,
             ),
+            4 | 5 => {
+                let mut chosen: Vec<String> = (0..1 + rng.below(2)).map(|_| pick(&mut rng)).collect();
+                chosen.sort();
+                chosen.dedup();
+                let items: Vec<Value> = chosen
+                    .iter()
+                    .map(|p| {
+                        let size = 10 + rng.below(51) as i64;
+                        json!({"product_id": p, "delta": if rng.below(2) == 0 { size } else { -size }})
+                    })
+                    .collect();
+                let key = (rng.below(3) == 0).then(|| format!("adj-{id}-{step}"));
+                (
+                    json!({"manager_id": manager, "adjustments": items}),
+                    "/api/inventory/adjustments".into(),
+                    key,
+                )
+            }
+            6 if !seen.placed.is_empty() => {
+                let (m, order) = seen.placed[rng.below(seen.placed.len() as u64) as usize].clone();
+                (
+                    json!({"manager_id": format!("mgr{m}")}),
+                    format!("/api/orders/{order}/cancel"),
+                    None,
+                )
+            }
             _ => {
                 let lines = 1 + rng.below(3);
                 let mut chosen: Vec<String> = (0..lines).map(|_| pick(&mut rng)).collect();
@@ -106,7 +135,7 @@ async fn client(
                 let key = (rng.below(3) == 0).then(|| format!("key-{id}-{step}"));
                 (
                     json!({"manager_id": manager, "customer": {"id": "c", "email": "c@example.com"}, "products": lines}),
-                    "/api/orders/process",
+                    "/api/orders/process".into(),
                     key,
                 )
             }
@@ -117,7 +146,7 @@ async fn client(
             let request_id = format!("il-c{id}-s{step}-a{attempt}");
             let mut request = app
                 .client
-                .post(app.url(path))
+                .post(app.url(&path))
                 .header("x-request-id", &request_id)
                 .json(&body);
             if let Some(key) = &key {
@@ -135,6 +164,7 @@ async fn client(
             order_ids.len() <= 1,
             "retries with one key got several orders: {order_ids:?}"
         );
+        seen.placed.extend(order_ids.iter().map(|o| (m, o.clone())));
         seen.orders.extend(order_ids);
     }
     seen
@@ -209,50 +239,76 @@ async fn random_interleavings_keep_every_stock_rule(db: PgPool) {
     }
 
     // Per product, in lock order: each change starts where the last ended;
-    // sales never touch a discontinued product; units sold equal the lines.
+    // sales never touch a discontinued product; units sold equal the order
+    // lines, units returned the lines of cancelled orders, adjustments the
+    // recorded differences.
     let history: Vec<(i64, i32, i32, bool)> =
         sqlx::query_as("select product_id, old_q, new_q, old_discontinued from stock_history order by product_id, seq")
             .fetch_all(&db)
             .await
             .unwrap();
-    let sold: Vec<(i64, i64)> =
-        sqlx::query_as("select product_id, sum(quantity)::bigint from order_line group by product_id")
-            .fetch_all(&db)
-            .await
-            .unwrap();
-    let sold: HashMap<i64, i64> = sold.into_iter().collect();
+    let per_product = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(sql).fetch_all(&db).await.unwrap();
+            rows.into_iter().collect::<HashMap<i64, i64>>()
+        }
+    };
+    let sold = per_product("select product_id, sum(quantity)::bigint from order_line group by product_id").await;
+    let returned = per_product(
+        "select l.product_id, sum(l.quantity)::bigint from order_line l join customer_order o
+           on o.manager_id = l.manager_id and o.id = l.order_id
+         where o.cancelled_at is not null group by l.product_id",
+    )
+    .await;
+    let adjusted = per_product("select product_id, sum(delta)::bigint from stock_adjustment group by product_id").await;
     let current: Vec<(i64, i32)> = sqlx::query_as("select id, quantity from product")
         .fetch_all(&db)
         .await
         .unwrap();
     for (product, quantity) in current {
         let changes: Vec<_> = history.iter().filter(|h| h.0 == product).collect();
-        let mut sold_here = 0i64;
         for pair in changes.windows(2) {
             assert_eq!(
                 pair[0].2, pair[1].1,
                 "seed {seed}: prod_{product:03} changed from a stale value"
             );
         }
+        let (mut sold_here, mut returned_here, mut adjusted_here) = (0i64, 0i64, 0i64);
         for &&(_, old, new, was_discontinued) in &changes {
             assert!(new >= 0, "seed {seed}");
-            let is_set = i64::from(new) % 1_000_000 == SET_BASE && !(1..=5).contains(&(old - new));
-            if old != new && !is_set {
-                assert!(
-                    (1..=5).contains(&(old - new)),
-                    "seed {seed}: prod_{product:03} {old} -> {new}"
-                );
-                assert!(
-                    !was_discontinued,
-                    "seed {seed}: prod_{product:03} sold after it was discontinued"
-                );
-                sold_here += i64::from(old - new);
+            let change = i64::from(new) - i64::from(old);
+            match change {
+                0 => {}
+                -5..=-1 => {
+                    assert!(
+                        !was_discontinued,
+                        "seed {seed}: prod_{product:03} sold after it was discontinued"
+                    );
+                    sold_here -= change;
+                }
+                1..=5 => returned_here += change,
+                -60..=-10 | 10..=60 => adjusted_here += change,
+                _ => assert!(
+                    change.abs() > 100_000 && i64::from(new) % 1_000_000 == SET_BASE,
+                    "seed {seed}: prod_{product:03} {old} -> {new} is no known kind of change"
+                ),
             }
         }
         assert_eq!(
             sold_here,
             sold.get(&product).copied().unwrap_or(0),
-            "seed {seed}: prod_{product:03}"
+            "seed {seed}: sold prod_{product:03}"
+        );
+        assert_eq!(
+            returned_here,
+            returned.get(&product).copied().unwrap_or(0),
+            "seed {seed}: returned prod_{product:03}"
+        );
+        assert_eq!(
+            adjusted_here,
+            adjusted.get(&product).copied().unwrap_or(0),
+            "seed {seed}: adjusted prod_{product:03}"
         );
         if let Some(last) = changes.last() {
             assert_eq!(last.2, quantity, "seed {seed}");
