@@ -1,7 +1,7 @@
 //! Building and running the application: state, background tasks, the
 //! listener, graceful shutdown.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
@@ -12,7 +12,7 @@ use crate::{
     audit::{AuditSink, AuditWriter, QueueConfig},
     cache::ListCache,
     config::Settings,
-    http::{self, AppState},
+    http::{self, AppState, Shared},
     rate_limit::{Limiter, MemoryLimiter, RedisLimiter},
     server::{self, Limits},
     shared::SharedRedis,
@@ -111,15 +111,15 @@ pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> a
             spill_dir: settings.audit_spill_dir.clone(),
         },
     );
-    let state = AppState {
+    let state = AppState::new(Shared {
         db,
-        settings: Arc::new(settings),
+        settings,
         limiter,
         cache,
         redis,
         audit,
         metrics: crate::metrics::install(),
-    };
+    });
     Ok((state, writer))
 }
 

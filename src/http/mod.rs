@@ -47,13 +47,17 @@ use crate::{
 };
 use request::{AuditWritten, RequestContext};
 
-/// What every handler can reach.
+/// What every handler can reach: one shared value, so handing it to a
+/// handler costs one reference count, whatever it holds.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The database pool.
     pub db: PgPool,
     /// Runtime settings.
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
     /// The per-manager rate limiter.
     pub limiter: Limiter,
     /// The product-list cache.
@@ -64,6 +68,21 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// The state of one application.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The OpenAPI router of every documented route.

@@ -64,6 +64,13 @@ pub struct OrderSummary {
 
 /// An order with its lines, in the order they were sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"order_id": "ord_001", "status": "processed",
+    "customer": {"id": "cust_456", "email": "customer@example.com"}, "total_amount": 44.97,
+    "created_at": "2026-12-02T09:31:02.654321Z", "cancelled_at": null,
+    "products": [
+        {"product_id": "prod_001", "name": "Premium Coffee Beans", "quantity": 2, "unit_price": 15.99, "line_total": 31.98},
+        {"product_id": "prod_002", "name": "Ceramic Coffee Mug", "quantity": 1, "unit_price": 12.99, "line_total": 12.99}
+    ]}))]
 pub struct OrderView {
     /// The order.
     #[serde(flatten)]
