@@ -240,6 +240,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_cache_holds_at_most_its_bytes() {
+        let cache = ListCache::in_memory(64 * 1024, Duration::from_secs(60));
+        let m = ManagerId::parse("m").unwrap();
+        let generation = cache.generation(&m).await.unwrap();
+        let body: &'static str = Box::leak("x".repeat(4096).into_boxed_str());
+        for i in 0..100 {
+            cache.put(&m, generation, format!("q{i}"), list(body)).await;
+        }
+        cache.lists.run_pending_tasks().await;
+        assert!(
+            cache.lists.weighted_size() <= 64 * 1024,
+            "{}",
+            cache.lists.weighted_size()
+        );
+        assert!(cache.lists.entry_count() < 100);
+    }
+
+    #[tokio::test]
     async fn managers_do_not_share_generations() {
         let cache = ListCache::in_memory(1 << 20, Duration::from_secs(60));
         let (a, b) = (ManagerId::parse("a").unwrap(), ManagerId::parse("b").unwrap());

@@ -135,6 +135,12 @@ async fn adjustments_change_stock_by_differences_all_or_nothing(db: PgPool) {
             .await
             .unwrap();
     assert_eq!(recorded, [(1, -4), (2, 3)]);
+    let audited: Vec<i64> =
+        sqlx::query_scalar("select unnest(product_ids) from audit_log where path = '/api/inventory/adjustments'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(audited, [1, 2], "the audit record names the products changed");
 
     // Every failing item is reported; nothing changes.
     let before = app.snapshot().await;

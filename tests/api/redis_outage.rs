@@ -174,6 +174,36 @@ async fn writes_made_while_redis_was_away_reach_the_other_instances_caches(db: P
 }
 
 #[tokio::test]
+async fn shared_keys_expire() {
+    let port = free_port();
+    let _redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let shared = SharedRedis::connect(&url, "ttl:").await.unwrap();
+    let cache = ListCache::shared(shared.clone(), 1 << 20, Duration::from_secs(60));
+    let manager = ManagerId::parse("m").unwrap();
+    cache.generation(&manager).await.unwrap();
+    cache.invalidate(&manager).await.unwrap();
+    let limiter = ecommerce_api::rate_limit::RedisLimiter::new(shared, 5, Duration::from_secs(30));
+    limiter.check(&manager).await.unwrap();
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let generation: i64 = redis::cmd("PTTL")
+        .arg("ttl:gen:m")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (1..=120_000).contains(&generation),
+        "generation keys live the cache TTL + 60 s: {generation}"
+    );
+    let log: i64 = redis::cmd("PTTL").arg("ttl:rl:m").query_async(&mut conn).await.unwrap();
+    assert!((1..=30_000).contains(&log), "rate-limit logs live their window: {log}");
+}
+
+#[tokio::test]
 async fn a_failed_shared_invalidation_empties_the_local_cache() {
     let port = free_port();
     let redis = Redis::start(port);
