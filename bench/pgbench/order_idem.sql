@@ -1,0 +1,90 @@
+-- POST /api/orders/process with an Idempotency-Key of its own: the claim
+-- statement of src/store/idempotency.rs, then the order statement of
+-- src/store/orders.rs with the key and claim token ($7, $8). The key is
+-- 'pgb-' || :k, its token md5(:k)::uuid, the stored request a canonical body.
+\set m random(1, :managers)
+\set a random(1, :products - 2)
+\set b random(:a + 1, :products - 1)
+\set pa (:m - 1) * :products + :a
+\set pb (:m - 1) * :products + :b
+\set c random(1, 1000000)
+\set k random(1, 9000000000000000000)
+with claimed as (
+    insert into idempotency_key (manager_id, key, request, claim_token)
+    values ('mgr_' || :m, 'pgb-' || :k,
+            '{"customer":{"email":"c' || :c || '@example.com","id":"cust_' || :c || '"},"manager_id":"mgr_' || :m
+              || '","products":[{"product_id":"prod_' || :pa || '","quantity":1},{"product_id":"prod_' || :pb
+              || '","quantity":1}]}',
+            md5(:k::text)::uuid)
+    on conflict (manager_id, key) do update
+       set claimed_at = now(), claim_token = excluded.claim_token
+     where idempotency_key.status is null
+       and idempotency_key.request = excluded.request
+       and idempotency_key.claimed_at < now() - make_interval(secs => 90)
+ returning 1
+)
+select exists (select 1 from claimed) as owned,
+       k.request is not null as same_request,
+       k.status,
+       k.response,
+       o.id,
+       o.total_amount
+  from (values (1)) as one (x)
+  left join idempotency_key k on k.manager_id = 'mgr_' || :m and k.key = 'pgb-' || :k
+  left join customer_order o on o.manager_id = k.manager_id and o.id = k.order_id;
+with req as (
+    select * from unnest(array[:pa, :pb]::bigint[], array[1, 1]::int[]) with ordinality as r(id, qty, line_no)
+), locked as materialized (
+    select id, name, price, quantity, discontinued_at is not null as discontinued
+      from product
+     where manager_id = 'mgr_' || :m and id in (select id from req)
+     order by id
+       for update
+), claim as materialized (
+    select true as held
+      from idempotency_key
+     where manager_id = 'mgr_' || :m and key = 'pgb-' || :k and claim_token = md5(:k::text)::uuid and status is null
+       for update
+), sellable as materialized (
+    select count(*) = cardinality(array[1, 1]::int[])
+           and (('pgb-' || :k) is null or exists (select 1 from claim)) as ok
+      from req join locked l using (id)
+     where not l.discontinued and l.quantity >= req.qty
+), sold as (
+    update product p
+       set quantity = l.quantity - r.qty, updated_at = now()
+      from req r join locked l using (id), sellable s
+     where s.ok and p.manager_id = 'mgr_' || :m and p.id = r.id
+ returning p.id, p.name, p.price, r.qty, r.line_no
+), placed as (
+    insert into customer_order (manager_id, customer_id, customer_email, total_amount)
+    select 'mgr_' || :m, 'cust_' || :c, 'c' || :c || '@example.com', sum(price * qty) from sold having count(*) > 0
+ returning id, total_amount
+), order_lines as (
+    insert into order_line (manager_id, order_id, line_no, product_id, name, quantity, unit_price)
+    select 'mgr_' || :m, o.id, s.line_no, s.id, s.name, s.qty, s.price from placed o, sold s
+), remembered as (
+    update idempotency_key k
+       set status = 200, order_id = o.id, completed_at = now()
+      from placed o
+     where k.manager_id = 'mgr_' || :m and k.key = 'pgb-' || :k and k.claim_token = md5(:k::text)::uuid
+), audited as (
+    insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
+                           error_code, duration_ms, client_addr, product_ids, order_id)
+    select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
+           a.error_code,
+           a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
+           a.client_addr,
+           (select array_agg(id order by id) from sold), o.id
+      from jsonb_populate_record(null::audit_log, jsonb_build_object(
+               'occurred_at', now(), 'request_id', 'pgb-' || gen_random_uuid(), 'manager_id', 'mgr_' || :m,
+               'method', 'POST', 'path', '/api/orders/process', 'query', null, 'status', 200,
+               'error_code', null, 'duration_ms', 0.2, 'client_addr', '127.0.0.1:40000',
+               'product_ids', '[]'::jsonb, 'order_id', null)) a, placed o
+)
+select r.line_no, r.qty, l.quantity, l.discontinued, o.id, o.total_amount,
+       ('pgb-' || :k) is not null and not exists (select 1 from claim) as claim_lost
+  from req r
+  left join locked l using (id)
+  left join placed o on true
+ order by r.line_no;
