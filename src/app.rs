@@ -91,7 +91,15 @@ pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> a
         Some(url) => {
             let redis = SharedRedis::connect(url, &settings.redis_key_prefix).await?;
             (
-                Limiter::shared(RedisLimiter::new(redis.clone(), settings.rate_limit_max, window), local),
+                Limiter::shared(
+                    RedisLimiter::new(
+                        redis.clone(),
+                        settings.rate_limit_max,
+                        window,
+                        crate::cache::generation_ttl(ttl),
+                    ),
+                    local,
+                ),
                 ListCache::shared(redis.clone(), settings.cache_max_bytes, ttl),
                 Some(redis),
             )

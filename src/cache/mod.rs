@@ -42,6 +42,17 @@ pub type Generation = (u64, u64);
 /// What a list read is keyed by: manager, generation, normalised query.
 type Key = (ManagerId, Generation, String);
 
+/// The Redis key of a manager's generation.
+pub fn generation_key(prefix: &str, manager: &ManagerId) -> String {
+    format!("{prefix}gen:{manager}")
+}
+
+/// The time to live of a generation in Redis: entries live at most `ttl`,
+/// a generation outlives them by a minute.
+pub fn generation_ttl(ttl: Duration) -> Duration {
+    ttl + Duration::from_secs(60)
+}
+
 /// Generations of this many managers are kept in this process.
 const LOCAL_GENERATIONS: u64 = 100_000;
 
@@ -137,8 +148,7 @@ impl ListCache {
                 redis,
                 read: Script::new(READ_GENERATION),
                 bump: Script::new(BUMP_GENERATION),
-                // Entries live at most `ttl`; a generation outlives them by a minute.
-                ttl_ms: (ttl + Duration::from_secs(60)).as_millis() as u64,
+                ttl_ms: generation_ttl(ttl).as_millis() as u64,
             },
         }
     }
@@ -158,7 +168,7 @@ impl ListCache {
             } => {
                 anyhow::ensure!(redis.is_up(), "Redis is unreachable");
                 let read: redis::RedisResult<(u64, u64)> = read
-                    .key(format!("{}gen:{manager}", redis.prefix))
+                    .key(generation_key(&redis.prefix, manager))
                     .key(redis.epoch_key())
                     .arg(*ttl_ms)
                     .invoke_async(&mut redis.conn.clone())
@@ -183,7 +193,7 @@ impl ListCache {
                 redis, bump, ttl_ms, ..
             } => {
                 let bumped: redis::RedisResult<u64> = if redis.is_up() {
-                    bump.key(format!("{}gen:{manager}", redis.prefix))
+                    bump.key(generation_key(&redis.prefix, manager))
                         .arg(*ttl_ms)
                         .invoke_async(&mut redis.conn.clone())
                         .await

@@ -1,7 +1,7 @@
 //! `/api/inventory/...`: add or update products, list them, discontinue one.
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Body,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::{
     AppState, docs, invalidate,
     query::{Query, next_link},
-    request::{JsonBody, RequestContext},
+    request::{JsonBody, PrefetchedGeneration, RequestContext},
     written,
 };
 use crate::{
@@ -139,17 +139,21 @@ pub async fn list_products(
     State(state): State<AppState>,
     query: Query,
     headers: HeaderMap,
+    prefetched: Option<Extension<PrefetchedGeneration>>,
 ) -> Result<Response, AppError> {
     let params = ListParams::parse(&query)?;
     let key = params.cache_key();
     // If the generation cannot be read (Redis down), bypass the cache
     // rather than risk serving a list older than a write.
-    let generation = match state.cache.generation(&params.manager).await {
-        Ok(generation) => Some(generation),
-        Err(err) => {
-            tracing::warn!(error = %err, "cache generation unavailable; reading through");
-            None
-        }
+    let generation = match prefetched {
+        Some(Extension(PrefetchedGeneration(generation))) => Some(generation),
+        None => match state.cache.generation(&params.manager).await {
+            Ok(generation) => Some(generation),
+            Err(err) => {
+                tracing::warn!(error = %err, "cache generation unavailable; reading through");
+                None
+            }
+        },
     };
     let cached = match generation {
         Some(generation) => state.cache.get(&params.manager, generation, &key).await,

@@ -28,6 +28,9 @@ pub struct Decision {
     pub remaining: u32,
     /// Seconds until the oldest counted request leaves the window (a slot frees).
     pub reset_secs: u64,
+    /// The manager's cache generation, when the shared limiter read it in
+    /// the same round trip.
+    pub generation: Option<crate::cache::Generation>,
 }
 
 /// The limiter in use: shared through Redis when there is one and it can be
@@ -84,6 +87,7 @@ pub fn admit(log: &mut VecDeque<u64>, now_ms: u64, limit: u32, window: Duration)
         limit,
         remaining: limit.saturating_sub(log.len() as u32),
         reset_secs: seconds_until(oldest + window_ms, now_ms),
+        generation: None,
     }
 }
 

@@ -183,7 +183,8 @@ async fn shared_keys_expire() {
     let manager = ManagerId::parse("m").unwrap();
     cache.generation(&manager).await.unwrap();
     cache.invalidate(&manager).await.unwrap();
-    let limiter = ecommerce_api::rate_limit::RedisLimiter::new(shared, 5, Duration::from_secs(30));
+    let limiter =
+        ecommerce_api::rate_limit::RedisLimiter::new(shared, 5, Duration::from_secs(30), Duration::from_secs(90));
     limiter.check(&manager).await.unwrap();
     let mut conn = redis::Client::open(url)
         .unwrap()
@@ -231,4 +232,40 @@ async fn a_failed_shared_invalidation_empties_the_local_cache() {
         cache.get(&manager, generation, "q").await.is_none(),
         "nothing older than the write is served here"
     );
+}
+
+/// Calls of the script commands a Redis server has answered.
+async fn script_calls(url: &str) -> u64 {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[sqlx::test]
+async fn a_cached_list_read_costs_one_redis_round_trip(db: PgPool) {
+    let port = free_port();
+    let _redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let app = spawn_app_with(db, settings(), Some(&url)).await;
+    app.seed("m", "Tea", 2.0, 5).await;
+    assert_eq!(quantity_listed(&app).await, 5);
+    let before = script_calls(&url).await;
+    assert_eq!(quantity_listed(&app).await, 5);
+    assert_eq!(
+        script_calls(&url).await - before,
+        1,
+        "the limit and the generation in one script call"
+    );
+    app.stop().await;
 }

@@ -72,6 +72,9 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
         (None, false) => AppError::Unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
         (None, true) => {
             parts.extensions.insert(body::ParsedBody(parsed));
+            if let Some(generation) = decision.and_then(|d| d.generation) {
+                parts.extensions.insert(PrefetchedGeneration(generation));
+            }
             parts.extensions.insert(query);
             parts.extensions.insert(context.clone());
             let handler = next.run(Request::from_parts(parts, Body::empty()));
@@ -104,6 +107,12 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
         let _ = reply.send(response);
     }
 }
+
+/// The manager's cache generation as the rate limiter read it on the way in
+/// (one Redis round trip for both); a list read uses it rather than asking
+/// Redis again.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefetchedGeneration(pub crate::cache::Generation);
 
 /// The headers every `/api/` response carries besides the global ones.
 fn finish_headers(response: &mut Response, decision: Option<&crate::rate_limit::Decision>) {
