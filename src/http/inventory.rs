@@ -251,9 +251,7 @@ pub async fn get_product(
     query: Query,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let mut bad = Problems::default();
-    let manager = query.manager(&mut bad);
-    let manager = bad.into_result(|| manager)?;
+    let manager = query.required_manager()?;
     let not_found =
         || AppError::ProductNotFound([("product_id".to_owned(), "not a product of this manager".to_owned())].into());
     let id = ProductId::parse(&product_id).ok_or_else(not_found)?;

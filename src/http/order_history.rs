@@ -48,9 +48,7 @@ pub async fn get_order(
     Path(order_id): Path<String>,
     query: Query,
 ) -> Result<Json<OrderView>, AppError> {
-    let mut bad = Problems::default();
-    let manager = query.manager(&mut bad);
-    let manager = bad.into_result(|| manager)?;
+    let manager = query.required_manager()?;
     let id = OrderId::parse(&order_id).ok_or_else(AppError::order_not_found)?;
     let mut conn = state.db.acquire().await?;
     store::order_history::get(&mut conn, &manager, id)

@@ -49,6 +49,14 @@ impl Query {
         )
     }
 
+    /// `manager_id` when it is the only parameter a request needs: the
+    /// manager, or the 400's problems.
+    pub fn required_manager(&self) -> Result<ManagerId, Problems> {
+        let mut bad = Problems::default();
+        let manager = self.manager(&mut bad);
+        bad.into_result(|| manager)
+    }
+
     /// `limit`: 1 to [`Self::MAX_LIMIT`], default [`Self::DEFAULT_LIMIT`].
     pub fn limit(&self, bad: &mut Problems) -> Option<u32> {
         self.optional(bad, "limit", |text| {
