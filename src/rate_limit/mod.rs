@@ -6,8 +6,8 @@
 //! burst of `limit` admits about twice the limit in the first window. The
 //! crates we know of (governor, tower's RateLimit) implement those, so this
 //! small module implements the log: in memory for one instance, or in Redis
-//! (one sorted set per manager, one Lua script per check) when several
-//! instances must share the limit.
+//! (one sorted set per manager, one Lua script per batch of checks) when
+//! several instances must share the limit.
 
 mod memory;
 mod redis;
@@ -59,11 +59,10 @@ impl Limiter {
     /// Counts a request of `manager` if the window has room. Never fails and
     /// never waits on a Redis known to be down.
     pub async fn check(&self, manager: &ManagerId) -> Decision {
-        if let Some(shared) = self.shared.as_ref().filter(|s| s.redis.is_up()) {
-            match shared.check(manager).await {
-                Ok(decision) => return decision,
-                Err(err) => shared.redis.failed(&err),
-            }
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.redis.is_up())
+            && let Some(decision) = shared.check(manager).await
+        {
+            return decision;
         }
         self.local.check(manager)
     }

@@ -1,102 +1,241 @@
 //! The shared sliding log: one Redis sorted set per manager, scored by the
 //! time each request was admitted, checked and updated by one Lua script
-//! (atomic, one round trip). Time comes from the Redis server, so instances
-//! whose clocks differ still agree. The same round trip also reads the
-//! manager's cache generation (see [`crate::cache`]), so a list read costs
-//! one Redis round trip, not two.
+//! (atomic). Time comes from the Redis server, so instances whose clocks
+//! differ still agree. The same script also reads the manager's cache
+//! generation (see [`crate::cache`]), so a list read costs no second trip.
+//!
+//! Checks are batched: while a script call is in flight, the checks that
+//! arrive meanwhile queue, and the next call takes all of them at once, for
+//! every manager among them (group commit, as a database does with its log).
+//! Each admitted request is still its own member of its manager's log, so
+//! the limit stays exact across instances; what the batch saves is a round
+//! trip and a script call per request, which under load is most of what the
+//! limit costs. With one request at a time a batch is that one request.
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use redis::Script;
+use tokio::sync::{mpsc, oneshot};
 
 use super::Decision;
 use crate::{domain::ManagerId, shared::SharedRedis};
 
-/// KEYS[1] the manager's log, KEYS[2] their cache generation, KEYS[3] the
-/// shared cache epoch; ARGV limit, window (ms), a unique member, the
-/// generation's time to live (ms). Returns {allowed, count after, oldest
-/// admitted time (ms), now (ms), epoch, generation}; the generation is read
-/// as `cache::READ_GENERATION` reads it.
+/// KEYS[1] the shared cache epoch, then for each manager of the batch its
+/// log and its cache generation; ARGV limit, window (ms), the generations'
+/// time to live (ms), a member prefix unique to the batch, then for each
+/// manager how many requests ask to be admitted. Returns {now (ms), epoch}
+/// followed, for each manager, by {count before, admitted, oldest admitted
+/// time (ms), generation}; the generation is read as
+/// `cache::READ_GENERATION` reads it.
 const SLIDING_LOG: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-local allowed = 0
-if count < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
-  count = count + 1
-  allowed = 1
+local out = {now, tonumber(redis.call('GET', KEYS[1]) or '0')}
+for m = 1, (#KEYS - 1) / 2 do
+  local log, gen = KEYS[2 * m], KEYS[2 * m + 1]
+  local wanted = tonumber(ARGV[4 + m])
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
+  local before = redis.call('ZCARD', log)
+  local admitted = math.max(0, math.min(wanted, limit - before))
+  if admitted > 0 then
+    local members = {}
+    for i = 1, admitted do
+      members[2 * i - 1] = now
+      members[2 * i] = now .. ':' .. ARGV[4] .. ':' .. m .. ':' .. i
+    end
+    redis.call('ZADD', log, unpack(members))
+  end
+  redis.call('PEXPIRE', log, window)
+  local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+  local first = now
+  if oldest[2] then first = tonumber(oldest[2]) end
+  local g = redis.call('GET', gen)
+  if not g then
+    redis.call('SET', gen, t[1] * 1000000 + t[2], 'NX')
+    g = redis.call('GET', gen)
+  end
+  redis.call('PEXPIRE', gen, ARGV[3])
+  out[#out + 1] = before
+  out[#out + 1] = admitted
+  out[#out + 1] = first
+  out[#out + 1] = tonumber(g)
 end
-redis.call('PEXPIRE', KEYS[1], window)
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local first = now
-if oldest[2] then first = tonumber(oldest[2]) end
-local g = redis.call('GET', KEYS[2])
-if not g then
-  redis.call('SET', KEYS[2], t[1] * 1000000 + t[2], 'NX')
-  g = redis.call('GET', KEYS[2])
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local epoch = tonumber(redis.call('GET', KEYS[3]) or '0')
-return {allowed, count, first, now, epoch, tonumber(g)}
+return out
 ";
+
+/// Most checks one script call takes.
+const MAX_BATCH: usize = 128;
+/// Script calls in flight at once: one being run by Redis while the next
+/// travels, without letting batches shrink to one request each.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// A limiter shared through Redis.
 #[derive(Clone)]
 pub struct RedisLimiter {
     pub(super) redis: SharedRedis,
+    queue: mpsc::Sender<Waiting>,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter").field("redis", &self.redis).finish()
+    }
+}
+
+/// A check waiting for its batch: `None` is sent back when Redis failed.
+struct Waiting {
+    manager: ManagerId,
+    reply: oneshot::Sender<Option<Decision>>,
+}
+
+/// What every batch shares.
+struct Batcher {
+    redis: SharedRedis,
     script: Script,
     limit: u32,
     window: Duration,
     generation_ttl: Duration,
 }
 
-impl std::fmt::Debug for RedisLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLimiter")
-            .field("limit", &self.limit)
-            .field("window", &self.window)
-            .finish()
-    }
-}
-
 impl RedisLimiter {
     /// `limit` requests per `window` per manager, keys under the prefix of
-    /// `redis`; cache generations it reads live `generation_ttl`.
+    /// `redis`; cache generations it reads live `generation_ttl`. Starts the
+    /// task that runs the batches (it ends with the last clone).
     pub fn new(redis: SharedRedis, limit: u32, window: Duration, generation_ttl: Duration) -> Self {
-        Self {
-            redis,
+        let (queue, waiting) = mpsc::channel(4 * MAX_BATCH);
+        let batcher = Arc::new(Batcher {
+            redis: redis.clone(),
             script: Script::new(SLIDING_LOG),
             limit,
             window,
             generation_ttl,
+        });
+        tokio::spawn(batcher.run(waiting));
+        Self { redis, queue }
+    }
+
+    /// Counts a request of `manager` if its window has room; `None` when
+    /// Redis could not be asked (it is then marked down).
+    pub async fn check(&self, manager: &ManagerId) -> Option<Decision> {
+        let (reply, answer) = oneshot::channel();
+        let waiting = Waiting {
+            manager: manager.clone(),
+            reply,
+        };
+        self.queue.send(waiting).await.ok()?;
+        answer.await.ok().flatten()
+    }
+}
+
+impl Batcher {
+    /// Takes whatever checks are queued whenever fewer than
+    /// [`MAX_IN_FLIGHT`] calls are running.
+    async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<Waiting>) {
+        let mut running = FuturesUnordered::new();
+        let mut taken = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                Some(()) = running.next(), if !running.is_empty() => {}
+                received = queue.recv_many(&mut taken, MAX_BATCH), if running.len() < MAX_IN_FLIGHT => {
+                    if received == 0 {
+                        break;
+                    }
+                    running.push(self.clone().answer(std::mem::take(&mut taken)));
+                }
+            }
+        }
+        while running.next().await.is_some() {}
+    }
+
+    /// One script call for `batch`, then each check's own decision.
+    async fn answer(self: Arc<Self>, batch: Vec<Waiting>) {
+        // Managers in order of first appearance, with their requests.
+        let mut index: HashMap<&ManagerId, usize> = HashMap::with_capacity(batch.len());
+        let mut managers: Vec<(&ManagerId, u32)> = Vec::with_capacity(batch.len());
+        for waiting in &batch {
+            let at = *index.entry(&waiting.manager).or_insert_with(|| {
+                managers.push((&waiting.manager, 0));
+                managers.len() - 1
+            });
+            managers[at].1 += 1;
+        }
+        let mut call = self.script.key(self.redis.epoch_key());
+        for (manager, _) in &managers {
+            call.key(format!("{}rl:{}", self.redis.prefix, manager))
+                .key(crate::cache::generation_key(&self.redis.prefix, manager));
+        }
+        call.arg(self.limit)
+            .arg(self.window.as_millis() as u64)
+            .arg(self.generation_ttl.as_millis() as u64)
+            .arg(uuid::Uuid::new_v4().simple().to_string());
+        for (_, wanted) in &managers {
+            call.arg(*wanted);
+        }
+        let answered: redis::RedisResult<Vec<u64>> = call.invoke_async(&mut self.redis.conn.clone()).await;
+        let counts = match answered {
+            Ok(counts) if counts.len() == 2 + 4 * managers.len() => counts,
+            Ok(counts) => {
+                tracing::error!(values = counts.len(), "unexpected rate-limit script answer");
+                Vec::new()
+            }
+            Err(err) => {
+                self.redis.failed(&err);
+                Vec::new()
+            }
+        };
+        let mut logs: Vec<Log> = counts
+            .get(2..)
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|c| Log {
+                count: c[0] as u32,
+                admitted: c[1] as u32,
+                oldest: c[2],
+                generation: c[3],
+            })
+            .collect();
+        let positions: Vec<usize> = batch.iter().map(|w| index[&w.manager]).collect();
+        drop(index);
+        drop(managers);
+        for (waiting, at) in batch.into_iter().zip(positions) {
+            let decision = logs.get_mut(at).map(|log| {
+                let (now, epoch) = (counts[0], counts[1]);
+                self.decide(log, now, epoch)
+            });
+            let _ = waiting.reply.send(decision);
         }
     }
 
-    /// Counts a request of `manager` if its window has room.
-    pub async fn check(&self, manager: &ManagerId) -> redis::RedisResult<Decision> {
+    /// The decision for the next request of a manager whose log the script
+    /// answered for; requests are admitted in the order they queued.
+    fn decide(&self, log: &mut Log, now: u64, epoch: u64) -> Decision {
+        let allowed = log.admitted > 0;
+        if allowed {
+            log.admitted -= 1;
+            log.count += 1;
+        }
         let window_ms = self.window.as_millis() as u64;
-        let member = uuid::Uuid::new_v4().simple().to_string();
-        let (allowed, count, oldest, now, epoch, generation): (u8, u32, u64, u64, u64, u64) = self
-            .script
-            .key(format!("{}rl:{}", self.redis.prefix, manager))
-            .key(crate::cache::generation_key(&self.redis.prefix, manager))
-            .key(self.redis.epoch_key())
-            .arg(self.limit)
-            .arg(window_ms)
-            .arg(member)
-            .arg(self.generation_ttl.as_millis() as u64)
-            .invoke_async(&mut self.redis.conn.clone())
-            .await?;
-        Ok(Decision {
-            allowed: allowed == 1,
+        Decision {
+            allowed,
             limit: self.limit,
-            remaining: self.limit.saturating_sub(count),
-            reset_secs: super::seconds_until(oldest + window_ms, now),
-            generation: Some((epoch, generation)),
-        })
+            // Requests admitted later in this batch are not yet counted
+            // against this one, as if each had been checked on its own.
+            remaining: self.limit.saturating_sub(log.count),
+            reset_secs: super::seconds_until(log.oldest + window_ms, now),
+            generation: Some((epoch, log.generation)),
+        }
     }
+}
+
+/// One manager's log as the script left it, consumed request by request.
+struct Log {
+    /// Requests counted before the next one of this batch.
+    count: u32,
+    /// Requests of this batch still to be admitted.
+    admitted: u32,
+    oldest: u64,
+    generation: u64,
 }

@@ -222,3 +222,50 @@ async fn the_window_rolls_and_a_refused_request_is_not_counted(db: PgPool, redis
     assert_eq!(over.status(), 429, "only one slot freed");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_checks_batched_together_are_each_counted_once_in_order() {
+    use ecommerce_api::{domain::ManagerId, rate_limit::RedisLimiter, shared::SharedRedis};
+
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let redis = SharedRedis::connect(&crate::helpers::redis_url(), &prefix)
+        .await
+        .unwrap();
+    let limit = 50;
+    let (one, other) = (
+        RedisLimiter::new(redis.clone(), limit, Duration::from_secs(60), Duration::from_secs(120)),
+        RedisLimiter::new(redis.clone(), limit, Duration::from_secs(60), Duration::from_secs(120)),
+    );
+    let managers: Vec<ManagerId> = ["a", "b", "c"].iter().map(|m| ManagerId::parse(m).unwrap()).collect();
+    // 80 checks per manager at once, interleaved, half through each limiter
+    // (two instances): far more than one script call takes at a time.
+    let checks = (0..240).map(|i| {
+        let limiter = if i % 2 == 0 { &one } else { &other };
+        let manager = &managers[i % 3];
+        async move { (manager.as_str(), limiter.check(manager).await.expect("Redis answered")) }
+    });
+    let decisions = futures::future::join_all(checks).await;
+    for manager in ["a", "b", "c"] {
+        let mine: Vec<_> = decisions
+            .iter()
+            .filter(|(m, _)| *m == manager)
+            .map(|(_, d)| *d)
+            .collect();
+        let admitted: Vec<_> = mine.iter().filter(|d| d.allowed).collect();
+        assert_eq!(
+            admitted.len(),
+            limit as usize,
+            "exactly the limit is admitted for {manager}"
+        );
+        let mut remaining: Vec<u32> = admitted.iter().map(|d| d.remaining).collect();
+        remaining.sort_unstable();
+        assert_eq!(
+            remaining,
+            (0..limit).collect::<Vec<_>>(),
+            "each admitted check saw its own count"
+        );
+        assert!(mine.iter().filter(|d| !d.allowed).all(|d| d.remaining == 0));
+    }
+    let after = one.check(&managers[0]).await.unwrap();
+    assert!(!after.allowed, "the log in Redis holds every admitted check");
+}

@@ -185,7 +185,7 @@ async fn shared_keys_expire() {
     cache.invalidate(&manager).await.unwrap();
     let limiter =
         ecommerce_api::rate_limit::RedisLimiter::new(shared, 5, Duration::from_secs(30), Duration::from_secs(90));
-    limiter.check(&manager).await.unwrap();
+    limiter.check(&manager).await.expect("Redis answered");
     let mut conn = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
