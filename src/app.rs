@@ -5,13 +5,13 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
-use sqlx::PgPool;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
     audit::{AuditSink, AuditWriter, QueueConfig},
     cache::ListCache,
     config::Settings,
+    db::Db,
     http::{self, AppState, Shared},
     rate_limit::{Limiter, MemoryLimiter, RedisLimiter},
     server::{self, Limits},
@@ -33,7 +33,7 @@ impl Application {
     /// `host:port` (port 0 picks a free one).
     pub async fn build(
         settings: Settings,
-        db: PgPool,
+        db: impl Into<Db>,
         redis_url: Option<&str>,
         host: &str,
         port: u16,
@@ -83,7 +83,12 @@ impl Application {
 }
 
 /// The shared state and the audit writer behind it.
-pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> anyhow::Result<(AppState, AuditWriter)> {
+pub async fn state(
+    settings: Settings,
+    db: impl Into<Db>,
+    redis_url: Option<&str>,
+) -> anyhow::Result<(AppState, AuditWriter)> {
+    let db = db.into();
     let window = Duration::from_secs(settings.rate_limit_window_secs);
     let ttl = Duration::from_secs(settings.cache_ttl_secs);
     let local = MemoryLimiter::new(settings.rate_limit_max, window, settings.rate_limit_max_managers);
@@ -133,7 +138,7 @@ pub async fn state(settings: Settings, db: PgPool, redis_url: Option<&str>) -> a
 
 /// Daily upkeep, from start-up on: creates the audit log's monthly
 /// partitions ahead of time and forgets idempotency keys older than a day.
-async fn maintain(db: PgPool) {
+async fn maintain(db: Db) {
     let mut every_day = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         every_day.tick().await;

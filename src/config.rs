@@ -62,6 +62,23 @@ pub struct DbArgs {
     #[arg(long, env = "DB_LOCK_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub db_lock_timeout_secs: u64,
+    /// What DATABASE_URL names: PostgreSQL itself (`none`), or a pooler in
+    /// transaction mode such as PgBouncer (`transaction`). Through a pooler
+    /// no statement is prepared by name, every statement runs in an explicit
+    /// transaction that sets the timeouts above, and `serve` checks that
+    /// the migrations are applied instead of applying them (`migrate` needs
+    /// PostgreSQL itself).
+    #[arg(long, env = "DB_POOLER", value_enum, default_value_t = Pooler::None)]
+    pub db_pooler: Pooler,
+}
+
+/// What is between the service and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pooler {
+    /// Nothing: DATABASE_URL names PostgreSQL.
+    None,
+    /// A pooler in transaction mode (PgBouncer's `pool_mode = transaction`).
+    Transaction,
 }
 
 /// `serve`'s options.

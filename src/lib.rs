@@ -29,12 +29,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => {
-            let (pool, embedded) = db::open(&args.db).await?;
+            let (db, embedded) = db::open(&args.db).await?;
             let served = async {
-                db::migrate(&pool).await?;
+                db::migrate(&db).await?;
                 let app = app::Application::build(
                     args.settings,
-                    pool.clone(),
+                    db.clone(),
                     args.redis_url.as_deref(),
                     &args.host,
                     args.port,
@@ -44,16 +44,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 app.run_until(app::shutdown_signal()).await
             }
             .await;
-            pool.close().await;
+            db.pool().close().await;
             if let Some(server) = embedded {
                 server.stop().await?;
             }
             served
         }
         Command::Migrate(args) => {
-            let (pool, embedded) = db::open(&args).await?;
-            let migrated = db::migrate(&pool).await;
-            pool.close().await;
+            anyhow::ensure!(
+                args.db_pooler == config::Pooler::None,
+                "migrations need PostgreSQL itself: run `migrate` without DB_POOLER, with DATABASE_URL naming the server"
+            );
+            let (db, embedded) = db::open(&args).await?;
+            let migrated = db::migrate(&db).await;
+            db.pool().close().await;
             if let Some(server) = embedded {
                 server.stop().await?;
             }

@@ -6,7 +6,7 @@
 //! and records pile up), a request waits at most `AUDIT_QUEUE_WAIT_MS` for a
 //! slot; failing that it is answered 503 at once and its record is appended
 //! to a spill file on local disk. A background task drains the queue in
-//! batches of up to `batch_size`, one multi-row insert each, retrying for as
+//! batches of up to `batch_size`, one `COPY` each, retrying for as
 //! long as the service runs; once the database takes records again it also
 //! loads the spill files. No request waits without bound and no record is
 //! dropped while the disk has room.
@@ -20,7 +20,6 @@ use std::{
     time::Duration,
 };
 
-use sqlx::PgPool;
 use tokio::{
     io::AsyncWriteExt,
     sync::{Mutex, mpsc},
@@ -28,7 +27,7 @@ use tokio::{
 };
 
 use super::AuditEntry;
-use crate::store;
+use crate::{db::Db, store};
 
 /// Sends records to the background writer. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -63,7 +62,7 @@ pub struct QueueConfig {
 
 impl AuditSink {
     /// Starts the writer.
-    pub fn spawn(db: PgPool, config: QueueConfig) -> (Self, AuditWriter) {
+    pub fn spawn(db: Db, config: QueueConfig) -> (Self, AuditWriter) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let spill = Arc::new(Spill::new(config.spill_dir));
         let handle = tokio::spawn(drain(db, rx, config.batch_size.max(1), spill.clone()));
@@ -114,7 +113,7 @@ impl AuditWriter {
     }
 }
 
-async fn drain(db: PgPool, mut rx: mpsc::Receiver<AuditEntry>, batch_size: usize, spill: Arc<Spill>) {
+async fn drain(db: Db, mut rx: mpsc::Receiver<AuditEntry>, batch_size: usize, spill: Arc<Spill>) {
     spill.adopt_orphans().await;
     let mut batch = Vec::with_capacity(batch_size);
     loop {
@@ -146,13 +145,13 @@ async fn drain(db: PgPool, mut rx: mpsc::Receiver<AuditEntry>, batch_size: usize
 /// spill. Once the service is stopping (`closing`), a few more attempts are
 /// made, so a stop is not held up forever by a database that is gone; the
 /// records still unwritten then go to the spill file, for the next start.
-async fn write_with_retry(db: &PgPool, batch: &[AuditEntry], closing: impl Fn() -> bool) -> bool {
+async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> bool) -> bool {
     const ATTEMPTS_WHILE_CLOSING: u32 = 5;
     let mut pause = Duration::from_millis(50);
     let mut attempts_while_closing = 0;
     loop {
         let started = std::time::Instant::now();
-        match store::audit::insert_batch(db, batch).await {
+        match store::audit::copy_batch(db, batch).await {
             Ok(_) => {
                 crate::metrics::audit_flushed(batch.len(), started.elapsed());
                 return true;
@@ -251,7 +250,7 @@ impl Spill {
 
     /// Moves the spilled records into the database, in batches; what cannot
     /// be written stays in the file for the next attempt.
-    async fn load(&self, db: &PgPool, batch_size: usize) {
+    async fn load(&self, db: &Db, batch_size: usize) {
         let _guard = self.lock.lock().await;
         let Ok(text) = tokio::fs::read_to_string(&self.file).await else {
             self.pending.store(false, Ordering::Release);
@@ -260,7 +259,7 @@ impl Spill {
         let entries: Vec<AuditEntry> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let mut written = 0;
         for batch in entries.chunks(batch_size) {
-            if store::audit::insert_batch(db, batch).await.is_err() {
+            if store::audit::copy_batch(db, batch).await.is_err() {
                 break;
             }
             written += batch.len();

@@ -27,7 +27,6 @@ use axum::{
     routing::get,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
-use sqlx::PgPool;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -55,7 +54,7 @@ pub struct AppState(Arc<Shared>);
 /// The parts of [`AppState`].
 pub struct Shared {
     /// The database pool.
-    pub db: PgPool,
+    pub db: crate::db::Db,
     /// Runtime settings.
     pub settings: Settings,
     /// The per-manager rate limiter.

@@ -50,11 +50,11 @@ pub async fn get_order(
 ) -> Result<Json<OrderView>, AppError> {
     let manager = query.required_manager()?;
     let id = OrderId::parse(&order_id).ok_or_else(AppError::order_not_found)?;
-    let mut conn = state.db.acquire().await?;
-    store::order_history::get(&mut conn, &manager, id)
-        .await?
-        .map(Json)
-        .ok_or_else(AppError::order_not_found)
+    // One snapshot for the order and its lines.
+    let mut tx = state.db.begin().await?;
+    let order = store::order_history::get(&mut tx, &manager, id).await?;
+    tx.commit().await?;
+    order.map(Json).ok_or_else(AppError::order_not_found)
 }
 
 /// A manager's orders, newest first.

@@ -1,7 +1,7 @@
 //! Stock changed by differences: every difference applied, with its record
 //! and the audit record, in one transaction, or none.
 
-use sqlx::PgPool;
+use crate::db::Db;
 use uuid::Uuid;
 
 use super::{Failure, audit::AuditEntry, is_transient, products::ProductRow, retrying};
@@ -92,7 +92,7 @@ pub fn refusal(judged: &[Judged]) -> Option<AdjustRefusal> {
 /// in the same transaction. Returns the products after the change, in
 /// request order.
 pub async fn apply(
-    db: &PgPool,
+    db: &Db,
     request: &StockAdjustments,
     audit: &AuditEntry,
     claim: Option<(&str, Uuid)>,
@@ -101,7 +101,7 @@ pub async fn apply(
 }
 
 async fn apply_once(
-    db: &PgPool,
+    db: &Db,
     request: &StockAdjustments,
     audit: &AuditEntry,
     claim: Option<(&str, Uuid)>,
@@ -152,7 +152,7 @@ async fn apply_once(
         claim.map(|(key, _)| key),
         claim.map(|(_, token)| token),
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut tx)
     .await?;
     if rows.first().is_some_and(|r| r.claim_lost) {
         return Err(Failure::Refused(AdjustRefusal::ClaimLost));
@@ -185,10 +185,10 @@ async fn apply_once(
     let mut entry = audit.clone();
     entry.product_ids = products.iter().map(|p| p.id.get()).collect();
     entry.product_ids.sort_unstable();
-    super::audit::insert_batch(&mut *tx, std::slice::from_ref(&entry)).await?;
+    super::audit::insert_batch(&mut tx, std::slice::from_ref(&entry)).await?;
     if let Some((key, token)) = claim {
         let answer = super::json_param(&serde_json::json!({ "products": &products }))?;
-        super::idempotency::answered(&mut *tx, &request.manager, key, token, 200, &answer).await?;
+        super::idempotency::answered(&mut tx, &request.manager, key, token, 200, &answer).await?;
     }
     tx.commit().await?;
     Ok(products)

@@ -4,9 +4,9 @@
 
 use std::borrow::Cow;
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 
 /// One audit record, named as the `audit_log` columns are: it is handed to
 /// PostgreSQL as JSON and read with `jsonb_populate_record(set)`.
@@ -76,8 +76,85 @@ pub async fn insert_batch<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[AuditEnt
     Ok(done.rows_affected())
 }
 
+/// Appends many records with one `COPY ... FROM STDIN` in text format: the
+/// background writer's path. PostgreSQL parses plain text columns instead of
+/// a JSON document, and the service formats them straight into one buffer;
+/// under load this halves what an audit record costs both of them.
+pub async fn copy_batch(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
+    use sqlx::postgres::PgPoolCopyExt;
+
+    let mut data = String::with_capacity(entries.len() * 192);
+    for entry in entries {
+        copy_row(&mut data, entry);
+    }
+    let mut copy = db
+        .pool()
+        .copy_in_raw(
+            "copy audit_log (manager_id, occurred_at, request_id, method, path, query, status, \
+                             error_code, duration_ms, client_addr, product_ids, order_id) from stdin",
+        )
+        .await?;
+    copy.send(data.into_bytes()).await?;
+    copy.finish().await
+}
+
+/// One line of `COPY`'s text format: columns separated by tabs, `\N` for
+/// NULL, and backslash escapes for the characters that would break a line
+/// or a column (PostgreSQL's `COPY` documentation, "Text Format").
+fn copy_row(out: &mut String, entry: &AuditEntry) {
+    use std::fmt::Write;
+
+    fn text(out: &mut String, value: Option<&str>) {
+        let Some(value) = value else {
+            out.push_str("\\N");
+            return;
+        };
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c => out.push(c),
+            }
+        }
+    }
+
+    text(out, Some(&entry.manager_id));
+    out.push('\t');
+    out.push_str(&entry.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    out.push('\t');
+    text(out, Some(&entry.request_id));
+    out.push('\t');
+    text(out, Some(&entry.method));
+    out.push('\t');
+    text(out, Some(&entry.path));
+    out.push('\t');
+    text(out, entry.query.as_deref());
+    // Writing to a String cannot fail.
+    let _ = write!(out, "\t{}\t", entry.status);
+    text(out, entry.error_code.as_deref());
+    let _ = write!(out, "\t{:?}\t", entry.duration_ms);
+    text(out, entry.client_addr.as_deref());
+    out.push_str("\t{");
+    for (i, id) in entry.product_ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{id}");
+    }
+    out.push_str("}\t");
+    match entry.order_id {
+        Some(id) => {
+            let _ = write!(out, "{id}");
+        }
+        None => out.push_str("\\N"),
+    }
+    out.push('\n');
+}
+
 /// Creates this month's and next month's partitions of `audit_log` if missing.
-pub async fn ensure_partitions(db: &PgPool) -> Result<(), sqlx::Error> {
+pub async fn ensure_partitions(db: &Db) -> Result<(), sqlx::Error> {
     sqlx::query!("select audit_log_ensure_partitions(1)")
         .execute(db)
         .await?;
@@ -115,7 +192,7 @@ pub struct AuditRecord {
 }
 
 /// A manager's records, newest first, starting after the record `after`.
-pub async fn list(db: &PgPool, manager: &str, after: Option<i64>, limit: i64) -> Result<Vec<AuditRecord>, sqlx::Error> {
+pub async fn list(db: &Db, manager: &str, after: Option<i64>, limit: i64) -> Result<Vec<AuditRecord>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select id, occurred_at, request_id, method, path, query, status, error_code,
                   duration_ms, client_addr, product_ids, order_id
@@ -150,4 +227,36 @@ pub async fn list(db: &PgPool, manager: &str, after: Option<i64>, limit: i64) ->
             order_id: r.order_id.map(|id| crate::domain::OrderId::from_db(id).to_string()),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_row_escapes_what_would_break_it_and_marks_nulls() {
+        let entry = AuditEntry {
+            occurred_at: DateTime::parse_from_rfc3339("2026-12-02T10:11:12.345678Z")
+                .unwrap()
+                .into(),
+            request_id: "a\tb\nc\rd\\e".into(),
+            manager_id: "m".into(),
+            method: "GET".into(),
+            path: "/api/x".into(),
+            query: None,
+            status: 404,
+            error_code: Some("NOT_FOUND".into()),
+            duration_ms: 1.5,
+            client_addr: Some("127.0.0.1".into()),
+            product_ids: vec![3, 4],
+            order_id: None,
+        };
+        let mut line = String::new();
+        copy_row(&mut line, &entry);
+        assert_eq!(
+            line,
+            "m\t2026-12-02T10:11:12.345678Z\ta\\tb\\nc\\rd\\\\e\tGET\t/api/x\t\\N\t404\tNOT_FOUND\t1.5\t127.0.0.1\t{3,4}\t\\N\n"
+        );
+        assert_eq!(line.matches('\t').count(), 11, "twelve columns");
+    }
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::db::Db;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::{ManagerId, Money, OrderId};
@@ -40,7 +40,7 @@ pub enum Claim {
 /// request has not finished after `stale_after` is taken over: that request
 /// is gone (the service stopped or the request outlived its timeout).
 pub async fn claim(
-    db: &PgPool,
+    db: &Db,
     manager: &ManagerId,
     key: &str,
     request: &str,
@@ -120,7 +120,7 @@ pub async fn answered<'e>(
 
 /// Frees the key of a request that failed for a passing reason (5xx), so a
 /// retry runs again, if the key is still claimed with `token`.
-pub async fn release(db: &PgPool, manager: &ManagerId, key: &str, token: Uuid) -> Result<(), sqlx::Error> {
+pub async fn release(db: &Db, manager: &ManagerId, key: &str, token: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "delete from idempotency_key where manager_id = $1 and key = $2 and claim_token = $3 and status is null",
         manager.as_str(),
@@ -133,7 +133,7 @@ pub async fn release(db: &PgPool, manager: &ManagerId, key: &str, token: Uuid) -
 }
 
 /// Forgets keys claimed longer ago than `age`.
-pub async fn forget_older_than(db: &PgPool, age: Duration) -> Result<u64, sqlx::Error> {
+pub async fn forget_older_than(db: &Db, age: Duration) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         "delete from idempotency_key where claimed_at < now() - make_interval(secs => $1)",
         age.as_secs_f64()

@@ -1,9 +1,9 @@
 //! Orders after the sale: one order with its lines, a manager's orders page
 //! by page, and cancelling an order (its stock back, once).
 
+use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
 
 use super::{Failure, audit::AuditEntry, is_transient, retrying};
 use crate::domain::{
@@ -105,11 +105,7 @@ impl From<Head> for OrderSummary {
 }
 
 /// The manager's order `id` with its lines, if it is theirs.
-pub async fn get(
-    db: &mut sqlx::PgConnection,
-    manager: &ManagerId,
-    id: OrderId,
-) -> Result<Option<OrderView>, sqlx::Error> {
+pub async fn get(db: &mut crate::db::Tx, manager: &ManagerId, id: OrderId) -> Result<Option<OrderView>, sqlx::Error> {
     let head = sqlx::query_as!(
         Head,
         r#"select id, customer_id, customer_email, total_amount as "total_amount: Money", created_at, cancelled_at
@@ -153,7 +149,7 @@ pub struct OrderQuery {
 }
 
 /// A page of a manager's orders, newest first.
-pub async fn list(db: &PgPool, query: &OrderQuery) -> Result<Vec<OrderSummary>, sqlx::Error> {
+pub async fn list(db: &Db, query: &OrderQuery) -> Result<Vec<OrderSummary>, sqlx::Error> {
     let heads = sqlx::query_as!(
         Head,
         r#"select id, customer_id, customer_email, total_amount as "total_amount: Money", created_at, cancelled_at
@@ -195,7 +191,7 @@ pub enum CancelRefusal {
 /// the audit record. An order already cancelled is returned unchanged (and
 /// `changed` is false): concurrent cancels return its stock once.
 pub async fn cancel(
-    db: &PgPool,
+    db: &Db,
     manager: &ManagerId,
     id: OrderId,
     audit: &AuditEntry,
@@ -204,7 +200,7 @@ pub async fn cancel(
 }
 
 async fn cancel_once(
-    db: &PgPool,
+    db: &Db,
     manager: &ManagerId,
     id: OrderId,
     audit: &AuditEntry,
@@ -215,7 +211,7 @@ async fn cancel_once(
         manager.as_str(),
         id.get()
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut tx)
     .await?;
     let changed = match cancelled {
         None => return Err(Failure::Refused(CancelRefusal::NotFound)),
@@ -249,7 +245,7 @@ async fn cancel_once(
                 id.get(),
                 MAX_STOCK,
             )
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
             if lines.first().is_some_and(|l| !l.ok) {
                 let details = lines
@@ -268,7 +264,7 @@ async fn cancel_once(
             entry.order_id = Some(id.get());
             entry.product_ids = lines.iter().map(|l| l.product_id).collect();
             entry.product_ids.sort_unstable();
-            super::audit::insert_batch(&mut *tx, std::slice::from_ref(&entry)).await?;
+            super::audit::insert_batch(&mut tx, std::slice::from_ref(&entry)).await?;
             true
         }
     };

@@ -1,7 +1,7 @@
 //! Orders: check and sell every line in one SQL statement, or none.
 
+use crate::db::Db;
 use rust_decimal::Decimal;
-use sqlx::PgPool;
 
 use uuid::Uuid;
 
@@ -97,7 +97,7 @@ pub fn refusal(lines: &[LineCheck]) -> Option<OrderRefusal> {
 /// cannot be contradicted by a concurrent restock. With an idempotency key,
 /// the same statement completes the key with the order it sold.
 pub async fn process(
-    db: &PgPool,
+    db: &Db,
     order: &NewOrder,
     audit: &AuditEntry,
     claim: Option<(&str, Uuid)>,
@@ -109,7 +109,7 @@ pub async fn process(
 }
 
 async fn process_once(
-    db: &PgPool,
+    db: &Db,
     order: &NewOrder,
     audit: &AuditEntry,
     claim: Option<(&str, Uuid)>,

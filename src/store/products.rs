@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::db::Db;
 use serde::Serialize;
-use sqlx::PgPool;
 
 use super::{Failure, audit::AuditEntry, is_transient, retrying, violates};
 use crate::domain::{
@@ -67,7 +67,7 @@ pub struct ProductDetail {
 }
 
 /// The manager's product `id`, if it is theirs.
-pub async fn get(db: &PgPool, manager: &ManagerId, id: ProductId) -> Result<Option<ProductDetail>, sqlx::Error> {
+pub async fn get(db: &Db, manager: &ManagerId, id: ProductId) -> Result<Option<ProductDetail>, sqlx::Error> {
     let row = sqlx::query!(
         r#"select id as "id: ProductId", name, price as "price: Money", quantity,
                   discontinued_at is not null as "discontinued!", created_at, updated_at
@@ -102,7 +102,7 @@ pub struct ListQuery {
 }
 
 /// The page `query` asks for, ordered by id.
-pub async fn list(db: &PgPool, query: &ListQuery) -> Result<Vec<ProductRow>, sqlx::Error> {
+pub async fn list(db: &Db, query: &ListQuery) -> Result<Vec<ProductRow>, sqlx::Error> {
     // The status is derived here exactly as `ProductStatus::of` derives it.
     sqlx::query_as!(
         ProductRow,
@@ -193,7 +193,7 @@ pub fn plan(batch: &UpsertProducts, existing: &[Existing]) -> Result<Vec<Option<
 /// failure, or when a concurrent request created one of its new names first
 /// (the next run finds that product and updates it).
 pub async fn upsert(
-    db: &PgPool,
+    db: &Db,
     batch: &UpsertProducts,
     audit: &AuditEntry,
 ) -> Result<Vec<ProductRow>, Failure<UpsertRefusal>> {
@@ -214,7 +214,7 @@ pub async fn upsert(
 }
 
 async fn upsert_once(
-    db: &PgPool,
+    db: &Db,
     batch: &UpsertProducts,
     audit: &AuditEntry,
 ) -> Result<Vec<ProductRow>, Failure<UpsertRefusal>> {
@@ -237,7 +237,7 @@ async fn upsert_once(
         &ids,
         &keys,
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut tx)
     .await?;
     let targets = plan(batch, &existing).map_err(Failure::Refused)?;
 
@@ -287,7 +287,7 @@ async fn upsert_once(
         entry,
         &keys,
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut tx)
     .await?;
     tx.commit().await?;
     Ok(rows)
@@ -296,7 +296,7 @@ async fn upsert_once(
 /// Marks a product discontinued (again is fine) with its audit record.
 /// `None` when the product is not the manager's.
 pub async fn discontinue(
-    db: &PgPool,
+    db: &Db,
     manager: &ManagerId,
     product: ProductId,
     audit: &AuditEntry,

@@ -764,3 +764,66 @@ async fn a_stop_with_the_audit_table_gone_gives_up_after_a_few_attempts(db: PgPo
         .unwrap();
     assert_eq!(count_rows(&db).await, 0);
 }
+
+#[sqlx::test]
+async fn copied_records_keep_every_character_they_were_given(db: PgPool) {
+    use ecommerce_api::{
+        db::Db,
+        domain::{OrderId, ProductId},
+        store::audit,
+    };
+
+    let hostile = "tab\there, newline\nthere, cr\r, backslash \\ and \\N, quote \" ' and ünïcödé ✓";
+    let entry = |n: i64, text: Option<&str>| audit::AuditEntry {
+        occurred_at: chrono::Utc::now(),
+        request_id: format!("r{n} {hostile}"),
+        manager_id: "m\\t".into(),
+        method: "GET".into(),
+        path: format!("/api/{hostile}"),
+        query: text.map(str::to_owned),
+        status: 200,
+        error_code: text.map(|t| t.to_owned().into()),
+        duration_ms: 0.000_123_456_789,
+        client_addr: text.map(str::to_owned),
+        product_ids: if text.is_some() {
+            vec![1, 20, 123_456_789]
+        } else {
+            vec![]
+        },
+        order_id: text.map(|_| n),
+    };
+    let entries = vec![
+        entry(1, Some(hostile)),
+        entry(2, None),
+        entry(3, Some("\\N")),
+        entry(4, Some("")),
+    ];
+    let written = audit::copy_batch(&Db::from(db.clone()), &entries).await.unwrap();
+    assert_eq!(written, 4);
+
+    let mut read = audit::list(&Db::from(db), "m\\t", None, 10).await.unwrap();
+    read.reverse();
+    assert_eq!(read.len(), 4);
+    for (record, entry) in read.iter().zip(&entries) {
+        assert_eq!(record.request_id, entry.request_id);
+        assert_eq!(record.path, entry.path);
+        assert_eq!(
+            record.query, entry.query,
+            "NULL stays NULL, and the text \\N stays text"
+        );
+        assert_eq!(record.error_code.as_deref(), entry.error_code.as_deref());
+        assert_eq!(record.client_addr, entry.client_addr);
+        let ids: Vec<String> = entry
+            .product_ids
+            .iter()
+            .map(|id| ProductId::from_db(*id).to_string())
+            .collect();
+        assert_eq!(record.product_ids, ids);
+        assert_eq!(record.order_id, entry.order_id.map(|o| OrderId::from_db(o).to_string()));
+        assert_eq!(record.duration_ms, entry.duration_ms, "floats round-trip exactly");
+        assert_eq!(
+            record.occurred_at.timestamp_micros(),
+            entry.occurred_at.timestamp_micros()
+        );
+    }
+}

@@ -178,6 +178,7 @@ async fn a_database_outage_gives_prompt_503s_loses_no_audit_record_and_heals_its
         db_max_connections: 8,
         db_statement_timeout_secs: 5,
         db_lock_timeout_secs: 5,
+        db_pooler: ecommerce_api::config::Pooler::None,
     };
     let pool = db::connect(&url, &args).await.unwrap();
     db::migrate(&pool).await.unwrap();
@@ -188,7 +189,7 @@ async fn a_database_outage_gives_prompt_503s_loses_no_audit_record_and_heals_its
         ..settings()
     };
     let spill_dir = settings.audit_spill_dir.clone();
-    let app = spawn_app_with(pool.clone(), settings, None).await;
+    let app = spawn_app_with(pool.pool().clone(), settings, None).await;
     let mut products = Vec::new();
     for n in 0..4 {
         products.push(app.seed("m0", &format!("Stock {n}"), 1.0, 1_000_000).await);

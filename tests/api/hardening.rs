@@ -209,6 +209,7 @@ async fn a_request_whose_idempotency_claim_was_taken_over_sells_nothing(db: PgPo
         "products": [{"product_id": tea, "quantity": 1}]});
     let order = NewOrder::parse(&body).unwrap();
     let request = body.to_string();
+    let db = ecommerce_api::db::Db::from(db);
 
     // The first request claims the key, then stalls; a retry after the claim
     // went stale takes it over.
@@ -272,6 +273,7 @@ async fn the_services_connections_bound_their_statements_on_the_server(db: PgPoo
         db_max_connections: 2,
         db_statement_timeout_secs: 1,
         db_lock_timeout_secs: 1,
+        db_pooler: ecommerce_api::config::Pooler::None,
     };
     let pool = db::connect(&url, &args).await.unwrap();
     let (statement, lock): (String, String) =

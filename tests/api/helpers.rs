@@ -7,6 +7,7 @@ use std::time::Duration;
 use ecommerce_api::{
     app::{self, Application},
     config::Settings,
+    db::Db,
     http::{self, AppState},
 };
 use serde_json::{Value, json};
@@ -56,7 +57,19 @@ pub async fn spawn_app_with_test_routes(db: PgPool, settings: Settings) -> TestA
 }
 
 async fn spawn(db: PgPool, settings: Settings, redis: Option<&str>, router: fn(AppState) -> axum::Router) -> TestApp {
-    let state = app::state(settings, db.clone(), redis)
+    spawn_on(db.clone(), db.into(), settings, redis, router).await
+}
+
+/// The application reaching PostgreSQL through `service_db` (a pooler, say)
+/// while the test reads the database straight through `db`.
+pub async fn spawn_on(
+    db: PgPool,
+    service_db: Db,
+    settings: Settings,
+    redis: Option<&str>,
+    router: fn(AppState) -> axum::Router,
+) -> TestApp {
+    let state = app::state(settings, service_db, redis)
         .await
         .unwrap_or_else(|e| panic!("cannot build the app state (is Redis at {redis:?} running?): {e:#}"));
     let application = Application::bind(state, "127.0.0.1", 0, router).await.expect("bind");
