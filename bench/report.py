@@ -248,7 +248,8 @@ ORDER = ["floor", "list_hot", "list_many", "list_cold", "order", "order_idem", "
 
 def sort_key(row):
     name = row["scenario"]
-    return (ORDER.index(name) if name in ORDER else len(ORDER), name, row["connections"])
+    base = name.removesuffix("_pgbouncer")  # beside the same scenario without the pooler
+    return (ORDER.index(base) if base in ORDER else len(ORDER), name, row["connections"])
 
 
 def audit_check(workdir, runs):
