@@ -12,11 +12,14 @@
 //! trip and a script call per request, which under load is most of what the
 //! limit costs. With one request at a time a batch is that one request.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use futures_util::{StreamExt, stream::FuturesUnordered};
 use redis::Script;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::Decision;
 use crate::{domain::ManagerId, shared::SharedRedis};
@@ -72,11 +75,11 @@ const MAX_BATCH: usize = 128;
 /// travels, without letting batches shrink to one request each.
 const MAX_IN_FLIGHT: usize = 2;
 
-/// A limiter shared through Redis.
+/// A limiter shared through Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisLimiter {
     pub(super) redis: SharedRedis,
-    queue: mpsc::Sender<Waiting>,
+    batcher: Arc<Batcher>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -91,67 +94,117 @@ struct Waiting {
     reply: oneshot::Sender<Option<Decision>>,
 }
 
-/// What every batch shares.
+/// What every batch shares, and the checks queued for the next one.
 struct Batcher {
     redis: SharedRedis,
     script: Script,
     limit: u32,
     window: Duration,
     generation_ttl: Duration,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// Script calls running now.
+    running: usize,
 }
 
 impl RedisLimiter {
     /// `limit` requests per `window` per manager, keys under the prefix of
-    /// `redis`; cache generations it reads live `generation_ttl`. Starts the
-    /// task that runs the batches (it ends with the last clone).
+    /// `redis`; cache generations it reads live `generation_ttl`.
     pub fn new(redis: SharedRedis, limit: u32, window: Duration, generation_ttl: Duration) -> Self {
-        let (queue, waiting) = mpsc::channel(4 * MAX_BATCH);
         let batcher = Arc::new(Batcher {
             redis: redis.clone(),
             script: Script::new(SLIDING_LOG),
             limit,
             window,
             generation_ttl,
+            queue: Mutex::new(Queue::default()),
         });
-        tokio::spawn(batcher.run(waiting));
-        Self { redis, queue }
+        Self { redis, batcher }
     }
 
     /// Counts a request of `manager` if its window has room; `None` when
     /// Redis could not be asked (it is then marked down).
+    ///
+    /// When fewer than [`MAX_IN_FLIGHT`] calls are running, the caller runs
+    /// the next one itself, with whatever has queued (at least its own
+    /// check): a lone request costs no hand-over to another task. Otherwise
+    /// it waits for a running call to finish, which runs the queue next.
     pub async fn check(&self, manager: &ManagerId) -> Option<Decision> {
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
             manager: manager.clone(),
             reply,
         };
-        self.queue.send(waiting).await.ok()?;
+        if let Some(batch) = self.batcher.enqueue(waiting) {
+            let turn = Turn(self.batcher.clone());
+            turn.0.answer(batch).await;
+            drop(turn);
+        }
         answer.await.ok().flatten()
     }
 }
 
-impl Batcher {
-    /// Takes whatever checks are queued whenever fewer than
-    /// [`MAX_IN_FLIGHT`] calls are running.
-    async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<Waiting>) {
-        let mut running = FuturesUnordered::new();
-        let mut taken = Vec::with_capacity(MAX_BATCH);
-        loop {
-            tokio::select! {
-                Some(()) = running.next(), if !running.is_empty() => {}
-                received = queue.recv_many(&mut taken, MAX_BATCH), if running.len() < MAX_IN_FLIGHT => {
-                    if received == 0 {
-                        break;
-                    }
-                    running.push(self.clone().answer(std::mem::take(&mut taken)));
-                }
+/// A running script call's place; giving it up runs what queued meanwhile
+/// (in a task of its own, so the caller that ran the call is not held up),
+/// also when the caller was cancelled half-way.
+struct Turn(Arc<Batcher>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let batcher = &self.0;
+        let next = {
+            let mut queue = batcher.lock();
+            if queue.waiting.is_empty() {
+                queue.running -= 1;
+                return;
             }
+            queue.take()
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let batcher = batcher.clone();
+                runtime.spawn(async move {
+                    let turn = Turn(batcher);
+                    turn.0.answer(next).await;
+                });
+            }
+            // No runtime (the process is stopping): those checks get no
+            // answer, and fall back to the local limiter.
+            Err(_) => batcher.lock().running -= 1,
         }
-        while running.next().await.is_some() {}
+    }
+}
+
+impl Queue {
+    /// The oldest checks, up to a batch.
+    fn take(&mut self) -> Vec<Waiting> {
+        let n = self.waiting.len().min(MAX_BATCH);
+        self.waiting.drain(..n).collect()
+    }
+}
+
+impl Batcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Nothing panics while holding the lock; a poisoned one is still sound.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a check; a batch to run now if a call may start.
+    fn enqueue(&self, waiting: Waiting) -> Option<Vec<Waiting>> {
+        let mut queue = self.lock();
+        queue.waiting.push(waiting);
+        (queue.running < MAX_IN_FLIGHT).then(|| {
+            queue.running += 1;
+            queue.take()
+        })
     }
 
     /// One script call for `batch`, then each check's own decision.
-    async fn answer(self: Arc<Self>, batch: Vec<Waiting>) {
+    async fn answer(&self, batch: Vec<Waiting>) {
         // Managers in order of first appearance, with their requests.
         let mut index: HashMap<&ManagerId, usize> = HashMap::with_capacity(batch.len());
         let mut managers: Vec<(&ManagerId, u32)> = Vec::with_capacity(batch.len());
