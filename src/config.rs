@@ -200,6 +200,34 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_setting_with_its_default() {
+        use clap::CommandFactory;
+
+        let readme = include_str!("../README.md");
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let args = cli.get_arguments().chain(serve.get_arguments());
+        let mut documented = 0;
+        for arg in args {
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+                continue;
+            };
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{env}` |")))
+                .unwrap_or_else(|| panic!("README's configuration table lacks {env}"));
+            if let Some(default) = arg.get_default_values().first().and_then(|d| d.to_str()) {
+                assert!(
+                    row.contains(&format!("| `{default}` |")),
+                    "README's default for {env}: {row}"
+                );
+            }
+            documented += 1;
+        }
+        assert!(documented >= 25, "only {documented} settings found");
+    }
+
+    #[test]
     fn defaults_match_the_declared_ones() {
         let Command::Serve(serve) = parse(&["serve"]).unwrap().command else {
             panic!("expected serve")
