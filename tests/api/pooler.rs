@@ -73,25 +73,51 @@ impl PgBouncer {
         .unwrap();
         std::fs::write(dir.join("users.txt"), format!("\"{}\" \"\"\n", server.username())).unwrap();
         let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let child = if as_root {
+        if as_root {
             let owned = Command::new("chown")
                 .args(["-R", "postgres:"])
                 .arg(&dir)
                 .status()
                 .unwrap();
             assert!(owned.success());
+        }
+        let child = Self::spawn(&dir);
+        Some(Self { child, port, dir })
+    }
+
+    /// Runs PgBouncer on the configuration in `dir` and waits until it listens.
+    fn spawn(dir: &std::path::Path) -> Child {
+        let ini = dir.join("pgbouncer.ini");
+        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let child = if as_root {
             Command::new(PGBOUNCER).args(["-u", "postgres"]).arg(&ini).spawn()
         } else {
             Command::new(PGBOUNCER).arg(&ini).spawn()
         }
         .expect("start pgbouncer");
-        let bouncer = Self { child, port, dir };
+        let text = std::fs::read_to_string(&ini).unwrap();
+        let port: u16 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("listen_port = "))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("listen_port in the configuration");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "pgbouncer did not listen within 10 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(bouncer)
+        child
+    }
+
+    /// Stops PgBouncer at once (its clients' connections break).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port.
+    fn restart(&mut self) {
+        self.child = Self::spawn(&self.dir);
     }
 
     /// The URL of `database` through the pooler.
@@ -285,4 +311,50 @@ async fn through_a_pooler_serve_refuses_a_database_without_the_migrations(db: Pg
     let message = format!("{refused:#}");
     assert!(message.contains("ecommerce-api migrate"), "{message}");
     pooled.pool().close().await;
+}
+
+#[sqlx::test]
+async fn a_pgbouncer_that_stops_costs_prompt_503s_and_service_resumes_when_it_returns(db: PgPool) {
+    let Some(mut bouncer) = PgBouncer::start(2) else { return };
+    let url = bouncer.url(&database_name(&db));
+    let pooled = db::connect(&url, &args(&url)).await.unwrap();
+    let settings = ecommerce_api::config::Settings {
+        rate_limit_max: 100_000,
+        ..settings()
+    };
+    let app = spawn_on(db.clone(), pooled, settings, None, http::router).await;
+    let tea = app.seed("m", "Tea", 1.0, 100).await;
+    let order = json!({"manager_id": "m", "customer": {"id": "c", "email": "c@example.com"},
+        "products": [{"product_id": tea, "quantity": 1}]});
+    assert_eq!(app.post("/api/orders/process", order.clone()).await.status(), 200);
+
+    bouncer.stop();
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let refused = app.post("/api/orders/process", order.clone()).await;
+        assert_eq!(refused.status(), 503, "the database is out of reach");
+        assert!(
+            asked.elapsed() < Duration::from_secs(8),
+            "answered promptly: {:?}",
+            asked.elapsed()
+        );
+    }
+
+    bouncer.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = app.post("/api/orders/process", order.clone()).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "no recovery within 15 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+    let stock: i32 = sqlx::query_scalar("select quantity from product")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stock, 98, "exactly the two orders that were answered 200 took stock");
 }
