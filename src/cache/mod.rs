@@ -85,20 +85,34 @@ impl std::fmt::Debug for ListCache {
     }
 }
 
-/// Reads the epoch (KEYS[2]) and a manager's generation (KEYS[1]), creating
-/// the generation from the server clock (in microseconds) if missing, so a
-/// generation lost with a Redis restart or by expiry comes back larger than
-/// any before it and never matches an old entry. ARGV[1]: the generation's
-/// time to live in ms, renewed on every use.
-const READ_GENERATION: &str = r"
-local g = redis.call('GET', KEYS[1])
-if not g then
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[1], t[1] * 1000000 + t[2], 'NX')
-  g = redis.call('GET', KEYS[1])
+/// Lua: `generation(key, ttl)` reads a manager's generation, creating it
+/// from the server clock (in microseconds) if missing, so a generation lost
+/// with a Redis restart or by expiry comes back larger than any before it
+/// and never matches an old entry; its time to live (ms) is renewed on every
+/// use. Every script that reads generations starts with it (see
+/// [`with_generation`]), so they all read them alike.
+const GENERATION_FN: &str = r"
+local function generation(key, ttl)
+  local g = redis.call('GET', key)
+  if not g then
+    local t = redis.call('TIME')
+    redis.call('SET', key, t[1] * 1000000 + t[2], 'NX')
+    g = redis.call('GET', key)
+  end
+  redis.call('PEXPIRE', key, ttl)
+  return tonumber(g)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return {tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(g)}
+";
+
+/// A script whose `body` may call `generation(key, ttl)`.
+pub fn with_generation(body: &str) -> Script {
+    Script::new(&format!("{GENERATION_FN}{body}"))
+}
+
+/// Reads the epoch (KEYS[2]) and a manager's generation (KEYS[1]); ARGV[1]:
+/// the generation's time to live in ms.
+const READ_GENERATION: &str = r"
+return {tonumber(redis.call('GET', KEYS[2]) or '0'), generation(KEYS[1], ARGV[1])}
 ";
 
 /// Bumps a manager's generation (creating it as above first).
@@ -146,7 +160,7 @@ impl ListCache {
             lists: Self::lists(max_bytes, ttl),
             generations: Generations::Redis {
                 redis,
-                read: Script::new(READ_GENERATION),
+                read: with_generation(READ_GENERATION),
                 bump: Script::new(BUMP_GENERATION),
                 ttl_ms: generation_ttl(ttl).as_millis() as u64,
             },

@@ -18,9 +18,10 @@
 //!
 //! The driver (sqlx 0.9) has no setting for this: a statement cache of size
 //! 0 still names every statement, on a server connection other clients may
-//! get next. So the two executors below, [`&Db`](Db) and [`&mut Tx`](Tx),
-//! mark each statement unnamed on its way to the driver when a pooler is in
-//! use, and otherwise hand it over unchanged.
+//! get next. So the executor [`&mut Tx`](Tx) marks each statement unnamed on
+//! its way to the driver when a pooler is in use, and otherwise hands it over
+//! unchanged; [`&Db`](Db) runs a lone statement straight on the pool, or,
+//! through a pooler, in a `Tx` of its own.
 
 use futures_util::{FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
 use sqlx::{Database, Describe, Either, Execute, Executor, PgPool, Postgres, SqlStr, Transaction, error::BoxDynError};
@@ -34,6 +35,7 @@ pub struct Db {
     pooled: Option<SqlStr>,
 }
 
+/// Statements straight to the server, prepared once per connection.
 impl From<PgPool> for Db {
     fn from(pool: PgPool) -> Self {
         Self { pool, pooled: None }
@@ -41,11 +43,6 @@ impl From<PgPool> for Db {
 }
 
 impl Db {
-    /// Statements straight to the server, prepared once per connection.
-    pub fn direct(pool: PgPool) -> Self {
-        pool.into()
-    }
-
     /// Statements through a transaction-mode pooler: unnamed, each in an
     /// explicit transaction opened by `begin` (which may set the
     /// transaction's timeouts with `SET LOCAL`).
@@ -92,6 +89,14 @@ impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.inner.commit().await
     }
+
+    /// `statement` as this transaction runs it: unnamed through a pooler.
+    fn mark<'q, E: Execute<'q, Postgres>>(&self, statement: E) -> Marked<E> {
+        Marked {
+            statement,
+            persistent: !self.unnamed,
+        }
+    }
 }
 
 /// A statement on its way to the driver, unnamed when `persistent` is false.
@@ -128,13 +133,13 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let Some(begin) = self.pooled.clone() else {
+        if !self.is_pooled() {
             return self.pool.fetch_many(query);
-        };
+        }
         // The whole result is read inside the transaction, then streamed.
         async move {
-            let mut tx = self.pool.begin_with(begin).await?;
-            let steps: Vec<Step> = (&mut *tx).fetch_many(unnamed(query)).try_collect().await?;
+            let mut tx = self.begin().await?;
+            let steps: Vec<Step> = (&mut tx).fetch_many(query).try_collect().await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(futures_util::stream::iter(steps.into_iter().map(Ok)))
         }
@@ -151,12 +156,12 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let Some(begin) = self.pooled.clone() else {
+        if !self.is_pooled() {
             return self.pool.fetch_optional(query);
-        };
+        }
         async move {
-            let mut tx = self.pool.begin_with(begin).await?;
-            let row = (&mut *tx).fetch_optional(unnamed(query)).await?;
+            let mut tx = self.begin().await?;
+            let row = (&mut tx).fetch_optional(query).await?;
             tx.commit().await?;
             Ok(row)
         }
@@ -190,11 +195,8 @@ impl<'c> Executor<'c> for &'c mut Tx {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let persistent = !self.unnamed;
-        (&mut *self.inner).fetch_many(Marked {
-            statement: query,
-            persistent,
-        })
+        let query = self.mark(query);
+        (&mut *self.inner).fetch_many(query)
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -205,11 +207,8 @@ impl<'c> Executor<'c> for &'c mut Tx {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let persistent = !self.unnamed;
-        (&mut *self.inner).fetch_optional(Marked {
-            statement: query,
-            persistent,
-        })
+        let query = self.mark(query);
+        (&mut *self.inner).fetch_optional(query)
     }
 
     fn prepare_with<'e>(
@@ -228,12 +227,5 @@ impl<'c> Executor<'c> for &'c mut Tx {
         'c: 'e,
     {
         (&mut *self.inner).describe(sql)
-    }
-}
-
-fn unnamed<'q, E: Execute<'q, Postgres>>(statement: E) -> Marked<E> {
-    Marked {
-        statement,
-        persistent: false,
     }
 }

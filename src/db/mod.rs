@@ -59,7 +59,7 @@ pub async fn connect(url: &str, args: &DbArgs) -> anyhow::Result<Db> {
         .await
         .context("could not connect to the database (check DATABASE_URL)")?;
     Ok(match args.db_pooler {
-        Pooler::None => Db::direct(pool),
+        Pooler::None => Db::from(pool),
         Pooler::Transaction => Db::through_pooler(
             pool,
             format!(

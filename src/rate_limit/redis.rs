@@ -29,8 +29,8 @@ use crate::{domain::ManagerId, shared::SharedRedis};
 /// time to live (ms), a member prefix unique to the batch, then for each
 /// manager how many requests ask to be admitted. Returns {now (ms), epoch}
 /// followed, for each manager, by {count before, admitted, oldest admitted
-/// time (ms), generation}; the generation is read as
-/// `cache::READ_GENERATION` reads it.
+/// time (ms), generation}; the generation is read by the cache's own
+/// `generation` function ([`crate::cache::with_generation`]).
 const SLIDING_LOG: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -55,16 +55,10 @@ for m = 1, (#KEYS - 1) / 2 do
   local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
   local first = now
   if oldest[2] then first = tonumber(oldest[2]) end
-  local g = redis.call('GET', gen)
-  if not g then
-    redis.call('SET', gen, t[1] * 1000000 + t[2], 'NX')
-    g = redis.call('GET', gen)
-  end
-  redis.call('PEXPIRE', gen, ARGV[3])
   out[#out + 1] = before
   out[#out + 1] = admitted
   out[#out + 1] = first
-  out[#out + 1] = tonumber(g)
+  out[#out + 1] = generation(gen, ARGV[3])
 end
 return out
 ";
@@ -117,7 +111,7 @@ impl RedisLimiter {
     pub fn new(redis: SharedRedis, limit: u32, window: Duration, generation_ttl: Duration) -> Self {
         let batcher = Arc::new(Batcher {
             redis: redis.clone(),
-            script: Script::new(SLIDING_LOG),
+            script: crate::cache::with_generation(SLIDING_LOG),
             limit,
             window,
             generation_ttl,
@@ -205,15 +199,18 @@ impl Batcher {
 
     /// One script call for `batch`, then each check's own decision.
     async fn answer(&self, batch: Vec<Waiting>) {
-        // Managers in order of first appearance, with their requests.
+        // Managers in order of first appearance, with their requests, and
+        // each check's place among them.
         let mut index: HashMap<&ManagerId, usize> = HashMap::with_capacity(batch.len());
         let mut managers: Vec<(&ManagerId, u32)> = Vec::with_capacity(batch.len());
+        let mut positions = Vec::with_capacity(batch.len());
         for waiting in &batch {
             let at = *index.entry(&waiting.manager).or_insert_with(|| {
                 managers.push((&waiting.manager, 0));
                 managers.len() - 1
             });
             managers[at].1 += 1;
+            positions.push(at);
         }
         let mut call = self.script.key(self.redis.epoch_key());
         for (manager, _) in &managers {
@@ -250,9 +247,6 @@ impl Batcher {
                 generation: c[3],
             })
             .collect();
-        let positions: Vec<usize> = batch.iter().map(|w| index[&w.manager]).collect();
-        drop(index);
-        drop(managers);
         for (waiting, at) in batch.into_iter().zip(positions) {
             let decision = logs.get_mut(at).map(|log| {
                 let (now, epoch) = (counts[0], counts[1]);

@@ -1,10 +1,10 @@
 //! Stock changed by differences: every difference applied, with its record
 //! and the audit record, in one transaction, or none.
 
-use crate::db::Db;
 use uuid::Uuid;
 
 use super::{Failure, audit::AuditEntry, is_transient, products::ProductRow, retrying};
+use crate::db::Db;
 use crate::domain::{
     Money, ProductId,
     adjustment::{MAX_STOCK, StockAdjustments},

@@ -4,12 +4,14 @@
 
 use std::borrow::Cow;
 
-use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// One audit record, named as the `audit_log` columns are: it is handed to
-/// PostgreSQL as JSON and read with `jsonb_populate_record(set)`.
+use crate::db::Db;
+
+/// One audit record, named as the `audit_log` columns are: a write hands it
+/// to PostgreSQL as JSON (read with `jsonb_populate_record(set)`), the
+/// background writer as a line of `COPY` text ([`copy_batch`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// When the request arrived.

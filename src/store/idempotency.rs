@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::db::Db;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::db::Db;
 use crate::domain::{ManagerId, Money, OrderId};
 
 /// What a request carrying a key may do.

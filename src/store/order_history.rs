@@ -1,11 +1,11 @@
 //! Orders after the sale: one order with its lines, a manager's orders page
 //! by page, and cancelling an order (its stock back, once).
 
-use crate::db::Db;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Failure, audit::AuditEntry, is_transient, retrying};
+use crate::db::Db;
 use crate::domain::{
     ManagerId, Money, OrderId, ProductId, adjustment::MAX_STOCK, order::OrderStatus, problems::Details,
 };

@@ -1,11 +1,11 @@
 //! Orders: check and sell every line in one SQL statement, or none.
 
-use crate::db::Db;
 use rust_decimal::Decimal;
 
 use uuid::Uuid;
 
 use super::{Failure, audit::AuditEntry, is_transient, retrying};
+use crate::db::Db;
 use crate::domain::{Money, OrderId, ProductId, order::NewOrder, problems::Details};
 
 /// An order that was sold.

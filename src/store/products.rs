@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use crate::db::Db;
 use serde::Serialize;
 
 use super::{Failure, audit::AuditEntry, is_transient, retrying, violates};
+use crate::db::Db;
 use crate::domain::{
     ManagerId, Money, ProductId,
     problems::Details,

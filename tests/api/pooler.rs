@@ -72,8 +72,7 @@ impl PgBouncer {
         )
         .unwrap();
         std::fs::write(dir.join("users.txt"), format!("\"{}\" \"\"\n", server.username())).unwrap();
-        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        if as_root {
+        if as_root() {
             let owned = Command::new("chown")
                 .args(["-R", "postgres:"])
                 .arg(&dir)
@@ -81,26 +80,20 @@ impl PgBouncer {
                 .unwrap();
             assert!(owned.success());
         }
-        let child = Self::spawn(&dir);
+        let child = Self::spawn(&dir, port);
         Some(Self { child, port, dir })
     }
 
-    /// Runs PgBouncer on the configuration in `dir` and waits until it listens.
-    fn spawn(dir: &std::path::Path) -> Child {
+    /// Runs PgBouncer on the configuration in `dir` and waits until it
+    /// listens on `port`.
+    fn spawn(dir: &std::path::Path, port: u16) -> Child {
         let ini = dir.join("pgbouncer.ini");
-        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let child = if as_root {
+        let child = if as_root() {
             Command::new(PGBOUNCER).args(["-u", "postgres"]).arg(&ini).spawn()
         } else {
             Command::new(PGBOUNCER).arg(&ini).spawn()
         }
         .expect("start pgbouncer");
-        let text = std::fs::read_to_string(&ini).unwrap();
-        let port: u16 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("listen_port = "))
-            .and_then(|p| p.trim().parse().ok())
-            .expect("listen_port in the configuration");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "pgbouncer did not listen within 10 s");
@@ -117,13 +110,18 @@ impl PgBouncer {
 
     /// Starts it again on the same port.
     fn restart(&mut self) {
-        self.child = Self::spawn(&self.dir);
+        self.child = Self::spawn(&self.dir, self.port);
     }
 
     /// The URL of `database` through the pooler.
     fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
     }
+}
+
+/// Whether the tests run as root (PgBouncer must then switch user).
+fn as_root() -> bool {
+    Command::new("id").arg("-u").output().unwrap().stdout == b"0\n"
 }
 
 fn args(url: &str) -> DbArgs {
