@@ -827,3 +827,27 @@ async fn copied_records_keep_every_character_they_were_given(db: PgPool) {
         );
     }
 }
+
+#[sqlx::test]
+async fn hostile_characters_a_client_sends_reach_the_audit_row_unchanged(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    // Backslashes and COPY's NULL marker in the request id, and in the query
+    // string as the client sent it (percent-escapes kept). A list read's
+    // record goes through the background writer's COPY.
+    let request_id = r"evil\N\\t\n'";
+    let query = r"manager_id=m&status=in_stock&x=%09%0A\N";
+    let response = app
+        .client
+        .get(app.url(&format!("/api/inventory/products?{query}")))
+        .header("x-request-id", request_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "an unknown parameter is ignored");
+    assert_eq!(header(&response, "x-request-id"), request_id);
+    app.stop().await;
+
+    let row = row_of(&db, request_id).await;
+    assert_eq!(row.query.as_deref(), Some(query));
+    assert_eq!(row.manager_id, "m");
+}
