@@ -44,7 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 app.run_until(app::shutdown_signal()).await
             }
             .await;
-            db.pool().close().await;
+            db.close().await;
             if let Some(server) = embedded {
                 server.stop().await?;
             }
@@ -57,7 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let (db, embedded) = db::open(&args).await?;
             let migrated = db::migrate(&db).await;
-            db.pool().close().await;
+            db.close().await;
             if let Some(server) = embedded {
                 server.stop().await?;
             }

@@ -57,8 +57,8 @@ pub fn audit_flushed(records: usize, elapsed: Duration) {
 }
 
 /// Gauges read at scrape time.
-pub fn observe(audit_queue_depth: usize, pool_size: u32, pool_idle: usize) {
+pub fn observe(audit_queue_depth: usize, pool_size: usize, pool_idle: usize) {
     gauge!("audit_queue_depth").set(audit_queue_depth as f64);
-    gauge!("db_pool_connections").set(f64::from(pool_size));
-    gauge!("db_pool_connections_in_use").set(pool_size.saturating_sub(pool_idle as u32) as f64);
+    gauge!("db_pool_connections").set(pool_size as f64);
+    gauge!("db_pool_connections_in_use").set(pool_size.saturating_sub(pool_idle) as f64);
 }

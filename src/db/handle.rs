@@ -23,39 +23,100 @@
 //! unchanged; [`&Db`](Db) runs a lone statement straight on the pool, or,
 //! through a pooler, in a `Tx` of its own.
 
+use std::{
+    ops::{Deref, DerefMut},
+    time::Duration,
+};
+
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleResult};
 use futures_util::{FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream::BoxStream};
-use sqlx::{Database, Describe, Either, Execute, Executor, PgPool, Postgres, SqlStr, Transaction, error::BoxDynError};
+use sqlx::{
+    Connection, Database, Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres, SqlStr,
+    error::BoxDynError, postgres::PgConnectOptions,
+};
+
+/// How long a connection may sit idle in the pool before it is pinged on
+/// its way out: a database that restarted meanwhile then costs no request
+/// an error.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The longest wait for a connection (answered 503 after it).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The database: the pool, and whether a transaction-mode pooler is in
 /// front of the server. Cheap to clone.
-#[derive(Debug, Clone)]
+///
+/// The pool is deadpool's, holding sqlx connections, rather than sqlx's own:
+/// sqlx's pool sends a round trip (`Sync`) on every connection it gets
+/// back, which under load was an eighth of the service's CPU and as many
+/// wake-ups of the server as statements. Here a connection that finished its
+/// statement goes back as it is, and only one left mid-statement (an error,
+/// a cancelled request) or mid-transaction is brought back to a known state
+/// first, in the background: a rollback and a round trip, or it is closed.
+#[derive(Clone)]
 pub struct Db {
-    pool: PgPool,
+    pool: managed::Pool<Connector>,
     /// With a pooler: the statement that opens every transaction.
     pooled: Option<SqlStr>,
 }
 
-/// Statements straight to the server, prepared once per connection.
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("pool", &self.pool.status())
+            .field("pooled", &self.pooled.is_some())
+            .finish()
+    }
+}
+
+/// Opens the pool's connections.
+#[derive(Debug)]
+struct Connector {
+    options: PgConnectOptions,
+}
+
+impl managed::Manager for Connector {
+    type Type = PgConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<PgConnection, sqlx::Error> {
+        PgConnection::connect_with(&self.options).await
+    }
+
+    async fn recycle(&self, conn: &mut PgConnection, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
+        if metrics.last_used() >= PING_AFTER_IDLE {
+            conn.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Statements straight to the server, prepared once per connection, on a
+/// pool with the connection options and size of `pool` (tests build their
+/// database handles from the pool they use themselves).
 impl From<PgPool> for Db {
     fn from(pool: PgPool) -> Self {
-        Self { pool, pooled: None }
+        let size = pool.options().get_max_connections() as usize;
+        Self::new((*pool.connect_options()).clone(), size, None)
     }
 }
 
 impl Db {
-    /// Statements through a transaction-mode pooler: unnamed, each in an
-    /// explicit transaction opened by `begin` (which may set the
-    /// transaction's timeouts with `SET LOCAL`).
-    pub fn through_pooler(pool: PgPool, begin: String) -> Self {
+    /// A pool of at most `size` connections made with `options`; with a
+    /// pooler, `begin` opens every transaction. Connects lazily.
+    pub fn new(options: PgConnectOptions, size: usize, begin: Option<String>) -> Self {
+        let pool = managed::Pool::builder(Connector { options })
+            .max_size(size.max(1))
+            .wait_timeout(Some(ACQUIRE_TIMEOUT))
+            .create_timeout(Some(ACQUIRE_TIMEOUT))
+            .recycle_timeout(Some(ACQUIRE_TIMEOUT))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("a pool with a runtime and a size builds");
         Self {
             pool,
-            pooled: Some(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(begin))),
+            pooled: begin.map(|begin| sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(begin))),
         }
-    }
-
-    /// The pool itself, for what is not a statement (`COPY`, pool sizes).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// Whether a transaction-mode pooler is in front of the server.
@@ -63,31 +124,146 @@ impl Db {
         self.pooled.is_some()
     }
 
+    /// A connection of the pool, for what is not a lone statement (`COPY`,
+    /// migrations). Mark it [`Conn::settled`] once done with it cleanly.
+    pub async fn acquire(&self) -> Result<Conn, sqlx::Error> {
+        match self.pool.get().await {
+            Ok(conn) => Ok(Conn {
+                conn: Some(conn),
+                settled: false,
+                in_transaction: false,
+            }),
+            Err(PoolError::Backend(err)) => Err(err),
+            Err(PoolError::Timeout(_)) => Err(sqlx::Error::PoolTimedOut),
+            Err(PoolError::Closed) => Err(sqlx::Error::PoolClosed),
+            Err(err) => Err(sqlx::Error::Protocol(err.to_string())),
+        }
+    }
+
+    /// Connections open, and those of them idle in the pool.
+    pub fn connections(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+
+    /// Closes the pool: idle connections say goodbye to the server, those
+    /// in use are closed when they come back.
+    pub async fn close(&self) {
+        self.pool.close();
+        for conn in self.pool.retain(|_, _| false).removed {
+            let _ = conn.close().await;
+        }
+    }
+
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        let inner = match &self.pooled {
-            Some(begin) => self.pool.begin_with(begin.clone()).await?,
-            None => self.pool.begin().await?,
-        };
+        let mut conn = self.acquire().await?;
+        conn.in_transaction = true;
+        let begin = self.pooled.as_ref().map_or("begin", SqlStr::as_str);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(begin)).execute(&mut *conn).await?;
         Ok(Tx {
-            inner,
+            conn,
             unnamed: self.is_pooled(),
         })
+    }
+
+    /// Runs a lone statement on a connection of its own; the whole result
+    /// is read before the connection goes back.
+    async fn lone<'q, E: 'q + Execute<'q, Postgres>>(&self, query: E) -> Result<Vec<Step>, sqlx::Error> {
+        match &self.pooled {
+            None => {
+                let mut conn = self.acquire().await?;
+                let steps = (&mut *conn).fetch_many(query).try_collect().await?;
+                conn.settled();
+                Ok(steps)
+            }
+            Some(_) => {
+                let mut tx = self.begin().await?;
+                let steps = (&mut tx).fetch_many(query).try_collect().await?;
+                tx.commit().await?;
+                Ok(steps)
+            }
+        }
+    }
+}
+
+/// A connection out of the pool. Unless [`Conn::settled`], it is brought
+/// back to a known state before the pool gets it again, in the background:
+/// its transaction is rolled back, what it still had to send or receive is
+/// exchanged (with a round trip), or, if that fails, it is closed.
+pub struct Conn {
+    conn: Option<Object<Connector>>,
+    settled: bool,
+    in_transaction: bool,
+}
+
+impl Conn {
+    /// Marks the connection as at rest (its last statement finished): it
+    /// goes back to the pool as it is.
+    pub fn settled(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Deref for Conn {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.conn.as_ref().expect("a connection until dropped")
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("a connection until dropped")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take().filter(|_| !self.settled) else {
+            return;
+        };
+        let rollback = self.in_transaction;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let settled = if rollback {
+                        sqlx::raw_sql("rollback").execute(&mut *conn).await.map(drop)
+                    } else {
+                        conn.ping().await
+                    };
+                    if settled.is_err() {
+                        drop(Object::take(conn));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(conn)),
+        }
     }
 }
 
 /// A transaction; statements run in it through `&mut Tx`. Dropped without
-/// [`Tx::commit`], it rolls back.
-#[derive(Debug)]
+/// [`Tx::commit`], it rolls back (in the background, before its connection
+/// serves anything else).
 pub struct Tx {
-    inner: Transaction<'static, Postgres>,
+    conn: Conn,
     unnamed: bool,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("unnamed", &self.unnamed).finish()
+    }
 }
 
 impl Tx {
     /// Commits the transaction.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql("commit").execute(&mut *self.conn).await?;
+        self.conn.in_transaction = false;
+        self.conn.settled = true;
+        Ok(())
     }
 
     /// `statement` as this transaction runs it: unnamed through a pooler.
@@ -133,19 +309,10 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        if !self.is_pooled() {
-            return self.pool.fetch_many(query);
-        }
-        // The whole result is read inside the transaction, then streamed.
-        async move {
-            let mut tx = self.begin().await?;
-            let steps: Vec<Step> = (&mut tx).fetch_many(query).try_collect().await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(futures_util::stream::iter(steps.into_iter().map(Ok)))
-        }
-        .into_stream()
-        .try_flatten()
-        .boxed()
+        async move { Ok::<_, sqlx::Error>(futures_util::stream::iter(self.lone(query).await?.into_iter().map(Ok))) }
+            .into_stream()
+            .try_flatten()
+            .boxed()
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -156,14 +323,11 @@ impl<'c> Executor<'c> for &'c Db {
         'c: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        if !self.is_pooled() {
-            return self.pool.fetch_optional(query);
-        }
         async move {
-            let mut tx = self.begin().await?;
-            let row = (&mut tx).fetch_optional(query).await?;
-            tx.commit().await?;
-            Ok(row)
+            Ok(self.lone(query).await?.into_iter().find_map(|step| match step {
+                Either::Right(row) => Some(row),
+                Either::Left(_) => None,
+            }))
         }
         .boxed()
     }
@@ -176,14 +340,26 @@ impl<'c> Executor<'c> for &'c Db {
     where
         'c: 'e,
     {
-        self.pool.prepare_with(sql, parameters)
+        async move {
+            let mut conn = self.acquire().await?;
+            let statement = (&mut *conn).prepare_with(sql, parameters).await?;
+            conn.settled();
+            Ok(statement)
+        }
+        .boxed()
     }
 
     fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
     where
         'c: 'e,
     {
-        self.pool.describe(sql)
+        async move {
+            let mut conn = self.acquire().await?;
+            let described = (&mut *conn).describe(sql).await?;
+            conn.settled();
+            Ok(described)
+        }
+        .boxed()
     }
 }
 
@@ -196,7 +372,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
         E: 'q + Execute<'q, Postgres>,
     {
         let query = self.mark(query);
-        (&mut *self.inner).fetch_many(query)
+        (&mut *self.conn).fetch_many(query)
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -208,7 +384,7 @@ impl<'c> Executor<'c> for &'c mut Tx {
         E: 'q + Execute<'q, Postgres>,
     {
         let query = self.mark(query);
-        (&mut *self.inner).fetch_optional(query)
+        (&mut *self.conn).fetch_optional(query)
     }
 
     fn prepare_with<'e>(
@@ -219,13 +395,13 @@ impl<'c> Executor<'c> for &'c mut Tx {
     where
         'c: 'e,
     {
-        (&mut *self.inner).prepare_with(sql, parameters)
+        (&mut *self.conn).prepare_with(sql, parameters)
     }
 
     fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
     where
         'c: 'e,
     {
-        (&mut *self.inner).describe(sql)
+        (&mut *self.conn).describe(sql)
     }
 }

@@ -4,69 +4,49 @@
 pub mod embedded;
 mod handle;
 
-pub use handle::{Db, Tx};
-
-use std::time::Duration;
+pub use handle::{Conn, Db, Tx};
 
 use anyhow::Context;
-use sqlx::{
-    Connection,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::postgres::PgConnectOptions;
 
 use crate::config::{DbArgs, Pooler};
 use embedded::EmbeddedPostgres;
 
-/// How long a connection may sit idle in the pool before it is pinged on
-/// its way out.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
-
-/// A pool on `url` as `args` configure it. Waiting longer than 3 seconds
-/// for a connection is an error (answered 503). Every statement is bounded
-/// on the server (`statement_timeout`, `lock_timeout`), so none outlives its
-/// request for long: through the connection's start-up options, or with a
-/// pooler (which does not pass those on) by each transaction's `BEGIN`.
+/// A pool on `url` as `args` configure it, checked by opening its first
+/// connection. Waiting longer than 3 seconds for a connection is an error
+/// (answered 503). Every statement is bounded on the server
+/// (`statement_timeout`, `lock_timeout`), so none outlives its request for
+/// long: through the connection's start-up options, or with a pooler (which
+/// does not pass those on) by each transaction's `BEGIN`.
 pub async fn connect(url: &str, args: &DbArgs) -> anyhow::Result<Db> {
     let options: PgConnectOptions = url.parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let statement_timeout = format!("{}s", args.db_statement_timeout_secs);
     let lock_timeout = format!("{}s", args.db_lock_timeout_secs);
-    let options = match args.db_pooler {
-        Pooler::None => options.options([
-            ("statement_timeout", &statement_timeout),
-            ("lock_timeout", &lock_timeout),
-        ]),
+    let size = args.db_max_connections as usize;
+    let db = match args.db_pooler {
+        Pooler::None => Db::new(
+            options.options([
+                ("statement_timeout", &statement_timeout),
+                ("lock_timeout", &lock_timeout),
+            ]),
+            size,
+            None,
+        ),
         // PgBouncer refuses start-up parameters it does not know, and this
         // one only matters to text-format floats, which no statement reads.
-        Pooler::Transaction => options.statement_cache_capacity(0).extra_float_digits(None),
-    };
-    let pool = PgPoolOptions::new()
-        .max_connections(args.db_max_connections)
-        .acquire_timeout(Duration::from_secs(3))
-        // A connection that has just been used is alive: pinging it on
-        // every acquire (the pool's default) costs a round trip per
-        // statement. One idle for a while is pinged, so a database that
-        // restarted meanwhile costs no request an error.
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_AFTER_IDLE {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
-        .connect_with(options)
-        .await
-        .context("could not connect to the database (check DATABASE_URL)")?;
-    Ok(match args.db_pooler {
-        Pooler::None => Db::from(pool),
-        Pooler::Transaction => Db::through_pooler(
-            pool,
-            format!(
+        Pooler::Transaction => Db::new(
+            options.statement_cache_capacity(0).extra_float_digits(None),
+            size,
+            Some(format!(
                 "begin; set local statement_timeout = '{statement_timeout}'; set local lock_timeout = '{lock_timeout}'"
-            ),
+            )),
         ),
-    })
+    };
+    db.acquire()
+        .await
+        .context("could not connect to the database (check DATABASE_URL)")?
+        .settled();
+    Ok(db)
 }
 
 /// Applies every migration not yet applied. Through a pooler it only checks
@@ -76,10 +56,13 @@ pub async fn connect(url: &str, args: &DbArgs) -> anyhow::Result<Db> {
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     let migrator = sqlx::migrate!();
     if !db.is_pooled() {
-        return migrator
-            .run(db.pool())
+        let mut conn = db.acquire().await.context("could not connect to the database")?;
+        migrator
+            .run(&mut *conn)
             .await
-            .context("could not apply database migrations");
+            .context("could not apply database migrations")?;
+        conn.settled();
+        return Ok(());
     }
     let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success")
         .fetch_all(db)

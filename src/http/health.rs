@@ -60,6 +60,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppEr
 
 /// Prometheus metrics in the text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> String {
-    crate::metrics::observe(state.audit.depth(), state.db.pool().size(), state.db.pool().num_idle());
+    let (connections, idle) = state.db.connections();
+    crate::metrics::observe(state.audit.depth(), connections, idle);
     state.metrics.render()
 }

@@ -83,21 +83,21 @@ pub async fn insert_batch<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[AuditEnt
 /// a JSON document, and the service formats them straight into one buffer;
 /// under load this halves what an audit record costs both of them.
 pub async fn copy_batch(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
-    use sqlx::postgres::PgPoolCopyExt;
-
     let mut data = String::with_capacity(entries.len() * 192);
     for entry in entries {
         copy_row(&mut data, entry);
     }
-    let mut copy = db
-        .pool()
+    let mut conn = db.acquire().await?;
+    let mut copy = conn
         .copy_in_raw(
             "copy audit_log (manager_id, occurred_at, request_id, method, path, query, status, \
                              error_code, duration_ms, client_addr, product_ids, order_id) from stdin",
         )
         .await?;
     copy.send(data.into_bytes()).await?;
-    copy.finish().await
+    let written = copy.finish().await?;
+    conn.settled();
+    Ok(written)
 }
 
 /// One line of `COPY`'s text format: columns separated by tabs, `\N` for

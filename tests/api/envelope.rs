@@ -794,7 +794,7 @@ async fn without_a_database_requests_get_503_and_readiness_fails_but_liveness_ho
     let app = spawn_app(db).await;
     app.seed("mgr_123", "Beans", 15.99, 10).await;
 
-    app.db.close().await;
+    app.service_db.close().await;
 
     let add = app
         .post(

@@ -23,7 +23,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::helpers::{free_port, settings, spawn_app_with};
+use crate::helpers::{free_port, settings, spawn_app_with, spawn_on};
 
 /// A PostgreSQL cluster of the test's own, from the machine's binaries, on a
 /// free loopback port; stopped and removed when dropped.
@@ -189,7 +189,8 @@ async fn a_database_outage_gives_prompt_503s_loses_no_audit_record_and_heals_its
         ..settings()
     };
     let spill_dir = settings.audit_spill_dir.clone();
-    let app = spawn_app_with(pool.pool().clone(), settings, None).await;
+    let reads = sqlx::PgPool::connect(&url).await.unwrap();
+    let app = spawn_on(reads, pool.clone(), settings, None, ecommerce_api::http::router).await;
     let mut products = Vec::new();
     for n in 0..4 {
         products.push(app.seed("m0", &format!("Stock {n}"), 1.0, 1_000_000).await);

@@ -20,6 +20,8 @@ pub struct TestApp {
     pub address: String,
     /// The test's database.
     pub db: PgPool,
+    /// The service's own handle on it (close it to take the database away).
+    pub service_db: Db,
     /// A client with no connection reuse surprises.
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -69,7 +71,7 @@ pub async fn spawn_on(
     redis: Option<&str>,
     router: fn(AppState) -> axum::Router,
 ) -> TestApp {
-    let state = app::state(settings, service_db, redis)
+    let state = app::state(settings, service_db.clone(), redis)
         .await
         .unwrap_or_else(|e| panic!("cannot build the app state (is Redis at {redis:?} running?): {e:#}"));
     let application = Application::bind(state, "127.0.0.1", 0, router).await.expect("bind");
@@ -81,6 +83,7 @@ pub async fn spawn_on(
     TestApp {
         address,
         db,
+        service_db,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -16,6 +16,7 @@ mod interleavings;
 mod inventory;
 mod multi_instance;
 mod orders;
+mod pool;
 mod pooler;
 mod rate_limit;
 mod redis_outage;

@@ -307,7 +307,7 @@ async fn through_a_pooler_serve_refuses_a_database_without_the_migrations(db: Pg
     let pooled: Db = db::connect(&url, &args(&url)).await.unwrap();
     let refused = db::migrate(&pooled).await.expect_err("nothing is migrated");
     let message = format!("{refused:#}");
-    pooled.pool().close().await;
+    pooled.close().await;
     drop(bouncer);
     sqlx::query(sqlx::AssertSqlSafe(format!("drop database {fresh} with (force)")))
         .execute(&db)

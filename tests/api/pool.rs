@@ -1,0 +1,130 @@
+//! The connection pool, on a real PostgreSQL: a connection goes back as it
+//! is after a statement that finished, and in a known state after anything
+//! else (a cancelled statement, an error, a transaction never committed, a
+//! server session that died).
+
+use std::time::Duration;
+
+use ecommerce_api::db::Db;
+use sqlx::PgPool;
+
+/// A handle with a single connection to the test's database, so every
+/// statement reuses whatever the previous one left behind.
+fn one_connection(db: &PgPool) -> Db {
+    Db::new((*db.connect_options()).clone(), 1, None)
+}
+
+async fn backend_pid(handle: &Db) -> i32 {
+    sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(handle)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_transaction_dropped_uncommitted_is_rolled_back_and_releases_its_locks_at_once(db: PgPool) {
+    sqlx::query("create table probe (id int primary key, n int not null)")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("insert into probe values (1, 0)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let handle = one_connection(&db);
+    {
+        let mut tx = handle.begin().await.unwrap();
+        sqlx::query("update probe set n = n + 1 where id = 1")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        // Dropped here, as a request cancelled mid-transaction drops it.
+    }
+    // Another session takes the row's lock without waiting out the
+    // connection's next use, and the update is gone.
+    let mut other = db.acquire().await.unwrap();
+    sqlx::query("set lock_timeout = '5s'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let n: i32 = sqlx::query_scalar("update probe set n = n + 10 where id = 1 returning n")
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert_eq!(n, 10, "the uncommitted update was rolled back");
+    // The one connection serves the next transaction, outside any other.
+    let mut tx = handle.begin().await.unwrap();
+    sqlx::query("update probe set n = n + 100 where id = 1")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let n: i32 = sqlx::query_scalar("select n from probe where id = 1")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(n, 110);
+}
+
+#[sqlx::test]
+async fn a_cancelled_or_failed_statement_leaves_nothing_for_the_next_one(db: PgPool) {
+    let handle = one_connection(&db);
+    let pid = backend_pid(&handle).await;
+    // Cancelled while the server is still working on it: its late result is
+    // not the next statement's.
+    let slow = sqlx::query_scalar::<_, i32>("select 1 from pg_sleep(0.3)").fetch_one(&handle);
+    assert!(tokio::time::timeout(Duration::from_millis(50), slow).await.is_err());
+    let answer: i32 = sqlx::query_scalar("select 2").fetch_one(&handle).await.unwrap();
+    assert_eq!(answer, 2);
+    // A statement the server refuses: the next one still runs.
+    sqlx::query("select 1 / 0").execute(&handle).await.unwrap_err();
+    let answer: i32 = sqlx::query_scalar("select 3").fetch_one(&handle).await.unwrap();
+    assert_eq!(answer, 3);
+    assert_eq!(backend_pid(&handle).await, pid, "the same connection throughout");
+    assert_eq!(handle.connections(), (1, 1));
+}
+
+#[sqlx::test]
+async fn a_connection_whose_session_died_is_replaced(db: PgPool) {
+    let handle = one_connection(&db);
+    let terminate = |pid: i32| {
+        let db = db.clone();
+        async move {
+            let gone: bool = sqlx::query_scalar("select pg_terminate_backend($1, 5000)")
+                .bind(pid)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            assert!(gone);
+        }
+    };
+
+    // In use a moment ago: not pinged, so the first statement fails, and
+    // the connection is closed rather than handed out again.
+    let first = backend_pid(&handle).await;
+    terminate(first).await;
+    sqlx::query("select 1").execute(&handle).await.unwrap_err();
+    let mut second = None;
+    for _ in 0..50 {
+        match sqlx::query_scalar::<_, i32>("select pg_backend_pid()")
+            .fetch_one(&handle)
+            .await
+        {
+            Ok(pid) => {
+                second = Some(pid);
+                break;
+            }
+            // The broken connection may still be on its way out.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let second = second.expect("a new connection");
+    assert_ne!(second, first);
+
+    // Idle for a while: pinged on its way out, so the dead session costs
+    // no statement an error.
+    terminate(second).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = backend_pid(&handle).await;
+    assert_ne!(third, second);
+}
