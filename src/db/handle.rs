@@ -110,6 +110,9 @@ impl Db {
             .wait_timeout(Some(ACQUIRE_TIMEOUT))
             .create_timeout(Some(ACQUIRE_TIMEOUT))
             .recycle_timeout(Some(ACQUIRE_TIMEOUT))
+            // The connection used last goes out first: under light load the
+            // same few stay warm (and are not pinged), the others age.
+            .queue_mode(managed::QueueMode::Lifo)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("a pool with a runtime and a size builds");
