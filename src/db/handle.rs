@@ -129,8 +129,14 @@ impl Db {
 
     /// A connection of the pool, for what is not a lone statement (`COPY`,
     /// migrations). Mark it [`Conn::settled`] once done with it cleanly.
+    ///
+    /// The whole wait (for a free slot, a new connection, the ping of an
+    /// idle one) is bounded by [`ACQUIRE_TIMEOUT`].
     pub async fn acquire(&self) -> Result<Conn, sqlx::Error> {
-        match self.pool.get().await {
+        let got = tokio::time::timeout(ACQUIRE_TIMEOUT, self.pool.get())
+            .await
+            .unwrap_or(Err(PoolError::Timeout(managed::TimeoutType::Wait)));
+        match got {
             Ok(conn) => Ok(Conn {
                 conn: Some(conn),
                 settled: false,

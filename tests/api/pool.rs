@@ -128,3 +128,17 @@ async fn a_connection_whose_session_died_is_replaced(db: PgPool) {
     let third = backend_pid(&handle).await;
     assert_ne!(third, second);
 }
+
+#[sqlx::test]
+async fn waiting_for_a_connection_ends_in_an_error_not_a_hang(db: PgPool) {
+    let handle = one_connection(&db);
+    let held = handle.begin().await.unwrap();
+    // The only connection is taken: the next statement gives up (its
+    // request is answered 503) instead of waiting for as long as it is held.
+    let waited = tokio::time::timeout(Duration::from_secs(20), sqlx::query("select 1").execute(&handle))
+        .await
+        .expect("the pool's own bound ends the wait");
+    assert!(matches!(waited, Err(sqlx::Error::PoolTimedOut)), "{waited:?}");
+    held.commit().await.unwrap();
+    sqlx::query("select 1").execute(&handle).await.unwrap();
+}
