@@ -105,17 +105,14 @@ impl Db {
     /// A pool of at most `size` connections made with `options`; with a
     /// pooler, `begin` opens every transaction. Connects lazily.
     pub fn new(options: PgConnectOptions, size: usize, begin: Option<String>) -> Self {
+        // No timeouts of the pool's own: `acquire` bounds the whole wait.
         let pool = managed::Pool::builder(Connector { options })
             .max_size(size.max(1))
-            .wait_timeout(Some(ACQUIRE_TIMEOUT))
-            .create_timeout(Some(ACQUIRE_TIMEOUT))
-            .recycle_timeout(Some(ACQUIRE_TIMEOUT))
             // The connection used last goes out first: under light load the
             // same few stay warm (and are not pinged), the others age.
             .queue_mode(managed::QueueMode::Lifo)
-            .runtime(deadpool::Runtime::Tokio1)
             .build()
-            .expect("a pool with a runtime and a size builds");
+            .expect("a pool without timeouts needs no runtime and builds");
         Self {
             pool,
             pooled: begin.map(|begin| sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(begin))),
@@ -158,8 +155,10 @@ impl Db {
     /// Closes the pool: idle connections say goodbye to the server, those
     /// in use are closed when they come back.
     pub async fn close(&self) {
+        // Take the idle ones out first: closing the pool drops them unsaid.
+        let idle = self.pool.retain(|_, _| false).removed;
         self.pool.close();
-        for conn in self.pool.retain(|_, _| false).removed {
+        for conn in idle {
             let _ = conn.close().await;
         }
     }
