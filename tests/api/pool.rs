@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
-use ecommerce_api::db::Db;
+use ecommerce_api::{db::Db, http};
+use serde_json::{Value, json};
 use sqlx::PgPool;
+
+use crate::helpers::{settings, spawn_on};
 
 /// A handle with a single connection to the test's database, so every
 /// statement reuses whatever the previous one left behind.
@@ -141,4 +144,106 @@ async fn waiting_for_a_connection_ends_in_an_error_not_a_hang(db: PgPool) {
     assert!(matches!(waited, Err(sqlx::Error::PoolTimedOut)), "{waited:?}");
     held.commit().await.unwrap();
     sqlx::query("select 1").execute(&handle).await.unwrap();
+}
+
+/// The service on a pool of one connection whose statements wait at most
+/// 20 s for a lock.
+async fn service_on_one_connection(db: &PgPool) -> crate::helpers::TestApp {
+    let options = (*db.connect_options()).clone().options([("lock_timeout", "20s")]);
+    spawn_on(db.clone(), Db::new(options, 1, None), settings(), None, http::router).await
+}
+
+/// A session of the test's own that tries to lock `product` for at most `wait`.
+async fn lock_from_outside(db: &PgPool, product: &str, wait: &str) -> Result<(), sqlx::Error> {
+    let id: i64 = product.trim_start_matches("prod_").parse().unwrap();
+    let mut tx = db.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("set local lock_timeout = '{wait}'")))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("select 1 from product where id = $1 for update")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.rollback().await
+}
+
+#[sqlx::test]
+async fn a_refused_write_leaves_no_lock_behind_for_anyone(db: PgPool) {
+    let app = service_on_one_connection(&db).await;
+    let tea = app.seed("m", "Tea", 1.0, 5).await;
+    for _ in 0..5 {
+        // Locks the row in a transaction, finds too little stock, refuses.
+        let refused = app
+            .post(
+                "/api/inventory/adjustments",
+                json!({"manager_id": "m", "adjustments": [{"product_id": tea, "delta": -6}]}),
+            )
+            .await;
+        assert_eq!(refused.status(), 409);
+        // Another client's session gets the row at once, before the
+        // service's connection serves anything else.
+        lock_from_outside(&db, &tea, "2s")
+            .await
+            .expect("the refused transaction's lock is gone");
+        let order = app
+            .post(
+                "/api/orders/process",
+                json!({"manager_id": "m", "customer": {"id": "c", "email": "c@example.com"},
+                       "products": [{"product_id": tea, "quantity": 1}]}),
+            )
+            .await;
+        assert_eq!(order.status(), 200);
+    }
+    let stock: i32 = sqlx::query_scalar("select quantity from product where name = 'Tea'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stock, 0, "five orders of one, no adjustment applied");
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn a_request_that_cannot_get_a_connection_is_answered_503_and_the_busy_one_finishes(db: PgPool) {
+    let app = service_on_one_connection(&db).await;
+    let tea = app.seed("m", "Tea", 1.0, 5).await;
+    // Hold the product's row from outside: an order for it takes the
+    // service's only connection and waits on the lock.
+    let id: i64 = tea.trim_start_matches("prod_").parse().unwrap();
+    let mut held = db.begin().await.unwrap();
+    sqlx::query("select 1 from product where id = $1 for update")
+        .bind(id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let order = {
+        let (client, url) = (app.client.clone(), app.url("/api/orders/process"));
+        let body = json!({"manager_id": "m", "customer": {"id": "c", "email": "c@example.com"},
+                          "products": [{"product_id": tea, "quantity": 1}]});
+        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
+    };
+    // Until the order waits on the lock.
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Meanwhile another request needs a connection: a 503 in the envelope,
+    // not a wait for as long as the row is held.
+    let detail = app.get(&format!("/api/inventory/products/{tea}?manager_id=m")).await;
+    assert_eq!(detail.status(), 503);
+    let body: Value = detail.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    held.rollback().await.unwrap();
+    let order = order.await.unwrap();
+    assert_eq!(order.status(), 200, "the order that held the connection completes");
+    let detail = app.get(&format!("/api/inventory/products/{tea}?manager_id=m")).await;
+    assert_eq!(detail.status(), 200);
+    app.stop().await;
 }
