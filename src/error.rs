@@ -79,9 +79,11 @@ codes! {
     NotFound = NOT_FOUND, "NOT_FOUND", "No route has this path.";
     MethodNotAllowed = METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "The path exists, the method does not.";
     ServiceUnavailable = SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE",
-        "The database is unavailable or the audit log is not keeping up; retry shortly.";
+        "The database is unavailable or the audit log is not keeping up; nothing changed; retry after `Retry-After` seconds.";
+    OutcomeUnknown = SERVICE_UNAVAILABLE, "OUTCOME_UNKNOWN",
+        "The write was sent but its outcome could not be learnt (the connection to the database was lost, or the request's deadline passed while it ran): it may have been applied. Retry with the same `Idempotency-Key` to get its true answer, or read the resource.";
     RequestTimeout = REQUEST_TIMEOUT, "REQUEST_TIMEOUT", "The body did not arrive within the request timeout.";
-    Timeout = GATEWAY_TIMEOUT, "TIMEOUT", "The request took longer than the request timeout.";
+    Timeout = GATEWAY_TIMEOUT, "TIMEOUT", "The request took longer than the request timeout; nothing changed.";
     InternalError = INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "A bug; nothing about it is disclosed.";
 }
 
@@ -143,6 +145,9 @@ pub enum AppError {
     /// 503: the database (or another dependency) is unavailable.
     #[error("the service is temporarily unavailable, try again shortly")]
     Unavailable(#[source] anyhow::Error),
+    /// 503: a write whose outcome could not be learnt; it may have been applied.
+    #[error("the write may or may not have been applied; retry with the same Idempotency-Key to learn its outcome")]
+    OutcomeUnknown,
     /// 408: the request body did not arrive within the configured timeout.
     #[error("the request body did not arrive in time")]
     RequestTimeout,
@@ -198,6 +203,7 @@ impl Code {
             Code::NotFound => AppError::NoRoute,
             Code::MethodNotAllowed => AppError::MethodNotAllowed,
             Code::ServiceUnavailable => AppError::Unavailable(anyhow::anyhow!("example")),
+            Code::OutcomeUnknown => AppError::OutcomeUnknown,
             Code::RequestTimeout => AppError::RequestTimeout,
             Code::Timeout => AppError::Timeout,
             Code::InternalError => AppError::Internal(anyhow::anyhow!("example")),
@@ -208,6 +214,15 @@ impl Code {
 /// The error code a response carried, left in its extensions for the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorCode(pub &'static str);
+
+/// Left in the extensions of a 503 whose cause was a lost connection to the
+/// database (reset, closed, the server shutting down): a write that failed so
+/// may have been applied before the reply was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLost;
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_UNAVAILABLE_SECS: u64 = 1;
 
 impl AppError {
     /// The code of this error (which fixes its status).
@@ -229,6 +244,7 @@ impl AppError {
             NoRoute => Code::NotFound,
             MethodNotAllowed => Code::MethodNotAllowed,
             Unavailable(_) => Code::ServiceUnavailable,
+            OutcomeUnknown => Code::OutcomeUnknown,
             RequestTimeout => Code::RequestTimeout,
             Timeout => Code::Timeout,
             Internal(_) => Code::InternalError,
@@ -263,7 +279,7 @@ impl AppError {
                 "Idempotency-Key",
                 "the first request with this key has not finished".into(),
             ),
-            NoRoute | MethodNotAllowed | Unavailable(_) | RequestTimeout | Timeout | Internal(_) => Details::new(),
+            NoRoute | MethodNotAllowed | Unavailable(_) | OutcomeUnknown | RequestTimeout | Timeout | Internal(_) => Details::new(),
         };
         let code = self.code();
         (code.status(), code.as_str(), details)
@@ -400,10 +416,27 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+/// True when `cause` is a database connection that broke mid-exchange (reset,
+/// closed, the server shutting down or refusing writes): what was sent on it
+/// may or may not have been applied.
+pub fn is_connection_lost(cause: &anyhow::Error) -> bool {
+    match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)) => true,
+        Some(sqlx::Error::Database(db)) => {
+            db.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
 /// SQLSTATE classes that mean "the database cannot serve right now":
-/// 08 connection exception, 53 insufficient resources, 57P01..57P03 shutdown.
+/// 08 connection exception, 53 insufficient resources, 57P01..57P03 shutdown,
+/// and 25006 (a read-only transaction: the server is a standby now, or not
+/// yet promoted, after a failover).
 fn is_unavailable_state(code: Option<&str>) -> bool {
-    code.is_some_and(|c| c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03"))
+    code.is_some_and(|c| {
+        c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03" | "25006")
+    })
 }
 
 /// The error body, as the brief shows it.
@@ -437,11 +470,18 @@ impl IntoResponse for AppError {
             _ => {}
         }
         let (status, code, _) = self.parts();
+        let lost = matches!(&self, Self::Unavailable(cause) if is_connection_lost(cause));
         let mut response = (status, Json(self.envelope())).into_response();
-        if let Self::RateLimited { retry_after_secs, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        let retry_after = match self {
+            Self::RateLimited { retry_after_secs, .. } => Some(retry_after_secs),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_UNAVAILABLE_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if lost {
+            response.extensions_mut().insert(ConnectionLost);
         }
         response.extensions_mut().insert(ErrorCode(code));
         response
