@@ -53,9 +53,10 @@ pub struct DbArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
     /// Longest a statement may run on the server (`statement_timeout`), in
-    /// seconds; 0 turns the bound off.
-    #[arg(long, env = "DB_STATEMENT_TIMEOUT_SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    /// seconds: at least 1, and below REQUEST_TIMEOUT_SECS, so that a
+    /// statement ends while its request can still learn how.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_SECS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub db_statement_timeout_secs: u64,
     /// Longest a statement may wait for a lock (`lock_timeout`), in seconds;
     /// 0 turns the bound off.
@@ -100,6 +101,21 @@ pub struct ServeArgs {
     /// Runtime settings.
     #[command(flatten)]
     pub settings: Settings,
+}
+
+impl ServeArgs {
+    /// Checks what no single setting can: a statement must end before its
+    /// request's deadline, or a write could commit after its client was
+    /// answered.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let (statement, request) = (self.db.db_statement_timeout_secs, self.settings.request_timeout_secs);
+        anyhow::ensure!(
+            statement < request,
+            "DB_STATEMENT_TIMEOUT_SECS ({statement}) must be below REQUEST_TIMEOUT_SECS ({request}): \
+             a statement must end before its request's deadline"
+        );
+        Ok(())
+    }
 }
 
 /// Settings the running service reads.

@@ -279,7 +279,9 @@ impl AppError {
                 "Idempotency-Key",
                 "the first request with this key has not finished".into(),
             ),
-            NoRoute | MethodNotAllowed | Unavailable(_) | OutcomeUnknown | RequestTimeout | Timeout | Internal(_) => Details::new(),
+            NoRoute | MethodNotAllowed | Unavailable(_) | OutcomeUnknown | RequestTimeout | Timeout | Internal(_) => {
+                Details::new()
+            }
         };
         let code = self.code();
         (code.status(), code.as_str(), details)
@@ -324,6 +326,12 @@ impl AppError {
                 details,
             },
         }
+    }
+
+    /// True for a 503 whose cause was a lost database connection: a write
+    /// that failed so may have been applied.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, Self::Unavailable(cause) if is_connection_lost(cause))
     }
 
     /// True for an order refused for what the products are (not found,
@@ -422,9 +430,9 @@ impl From<sqlx::Error> for AppError {
 pub fn is_connection_lost(cause: &anyhow::Error) -> bool {
     match cause.downcast_ref::<sqlx::Error>() {
         Some(sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)) => true,
-        Some(sqlx::Error::Database(db)) => {
-            db.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
-        }
+        Some(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
         _ => false,
     }
 }
@@ -478,7 +486,9 @@ impl IntoResponse for AppError {
             _ => None,
         };
         if let Some(secs) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if lost {
             response.extensions_mut().insert(ConnectionLost);

@@ -26,9 +26,10 @@ use config::{Cli, Command};
 
 /// Runs the command line: `serve` or `migrate`.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.log_format)?;
     match cli.command {
         Command::Serve(args) => {
+            args.check()?;
             let (db, embedded) = db::open(&args.db).await?;
             let served = async {
                 db::migrate(&db).await?;

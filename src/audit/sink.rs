@@ -151,7 +151,7 @@ async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> b
     let mut attempts_while_closing = 0;
     loop {
         let started = std::time::Instant::now();
-        match store::audit::copy_batch(db, batch).await {
+        match store::audit::write_batch(db, batch).await {
             Ok(_) => {
                 crate::metrics::audit_flushed(batch.len(), started.elapsed());
                 return true;
@@ -259,7 +259,7 @@ impl Spill {
         let entries: Vec<AuditEntry> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let mut written = 0;
         for batch in entries.chunks(batch_size) {
-            if store::audit::copy_batch(db, batch).await.is_err() {
+            if store::audit::write_batch(db, batch).await.is_err() {
                 break;
             }
             written += batch.len();

@@ -24,7 +24,12 @@
 //! through a pooler, in a `Tx` of its own.
 
 use std::{
+    future::Future,
     ops::{Deref, DerefMut},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -42,6 +47,20 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The longest wait for a connection (answered 503 after it).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+tokio::task_local! {
+    /// Set while work runs under [`abandonable`]: whether it has been given up.
+    static ABANDONED: Arc<AtomicBool>;
+}
+
+/// Runs `work` so that, once `abandoned` is set and `work` is dropped
+/// unfinished, the connections it holds are closed instead of being brought
+/// back to the pool: a statement still queued on one can then no longer
+/// complete on it (the server abandons it when it finds its client gone), and
+/// nothing of it is waited for.
+pub fn abandonable<F: Future>(abandoned: Arc<AtomicBool>, work: F) -> impl Future<Output = F::Output> {
+    ABANDONED.scope(abandoned, work)
+}
 
 /// The database: the pool, and whether a transaction-mode pooler is in
 /// front of the server. Cheap to clone.
@@ -138,6 +157,7 @@ impl Db {
                 conn: Some(conn),
                 settled: false,
                 in_transaction: false,
+                abandoned: ABANDONED.try_with(Arc::clone).ok(),
             }),
             Err(PoolError::Backend(err)) => Err(err),
             Err(PoolError::Timeout(_)) => Err(sqlx::Error::PoolTimedOut),
@@ -198,11 +218,14 @@ impl Db {
 /// A connection out of the pool. Unless [`Conn::settled`], it is brought
 /// back to a known state before the pool gets it again, in the background:
 /// its transaction is rolled back, what it still had to send or receive is
-/// exchanged (with a round trip), or, if that fails, it is closed.
+/// exchanged (with a round trip that also asks whether the server is still
+/// a primary), or, if that fails, it is closed. One held by abandoned work
+/// (see [`abandonable`]), or by a server that is now a standby, is closed.
 pub struct Conn {
     conn: Option<Object<Connector>>,
     settled: bool,
     in_transaction: bool,
+    abandoned: Option<Arc<AtomicBool>>,
 }
 
 impl Conn {
@@ -232,16 +255,25 @@ impl Drop for Conn {
         let Some(mut conn) = self.conn.take().filter(|_| !self.settled) else {
             return;
         };
+        if self.abandoned.as_ref().is_some_and(|a| a.load(Ordering::Acquire)) {
+            drop(Object::take(conn));
+            return;
+        }
         let rollback = self.in_transaction;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    let settled = if rollback {
-                        sqlx::raw_sql("rollback").execute(&mut *conn).await.map(drop)
-                    } else {
-                        conn.ping().await
+                    let settled = async {
+                        if rollback {
+                            sqlx::raw_sql("rollback").execute(&mut *conn).await?;
+                        }
+                        // A server that became a standby (a failover) would
+                        // refuse every write the connection is given next.
+                        sqlx::query_scalar::<_, bool>("select pg_is_in_recovery()")
+                            .fetch_one(&mut *conn)
+                            .await
                     };
-                    if settled.is_err() {
+                    if !matches!(settled.await, Ok(false)) {
                         drop(Object::take(conn));
                     }
                 });

@@ -4,7 +4,7 @@
 pub mod embedded;
 mod handle;
 
-pub use handle::{Conn, Db, Tx};
+pub use handle::{Conn, Db, Tx, abandonable};
 
 use anyhow::Context;
 use sqlx::postgres::PgConnectOptions;
@@ -24,10 +24,14 @@ pub async fn connect(url: &str, args: &DbArgs) -> anyhow::Result<Db> {
     let lock_timeout = format!("{}s", args.db_lock_timeout_secs);
     let size = args.db_max_connections as usize;
     let db = match args.db_pooler {
+        // A server that finds its client gone (a request abandoned at its
+        // deadline closes its connection) stops the statement it was
+        // running, waiting on a lock included, within a second.
         Pooler::None => Db::new(
             options.options([
                 ("statement_timeout", &statement_timeout),
                 ("lock_timeout", &lock_timeout),
+                ("client_connection_check_interval", &"1s".to_owned()),
             ]),
             size,
             None,

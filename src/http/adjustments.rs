@@ -10,10 +10,8 @@ use axum::{
 use super::{
     AppState, docs,
     idempotency::{self, Begun},
-    invalidate,
     inventory::ProductsResponse,
-    request::{JsonBody, RequestContext},
-    written,
+    request::{JsonBody, RequestContext, written},
 };
 use crate::{domain::adjustment::StockAdjustments, error::AppError, store};
 
@@ -44,29 +42,20 @@ pub async fn adjust_stock(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let request = StockAdjustments::parse(&body)?;
+    let entry = context.write_entry(StatusCode::OK.as_u16());
     let no_orders_here = |_, _| AppError::Internal(anyhow::anyhow!("an adjustment key names an order")).into_response();
-    let owned =
-        match idempotency::begin(&state, &request.manager, &headers, "adjustments", &body, no_orders_here).await? {
-            Begun::Run(owned) => owned,
-            Begun::Replay(response) => return Ok(response),
-        };
-    let mut entry = context.entry(StatusCode::OK.as_u16(), None);
-    let claim = owned.as_ref().map(|(key, token)| (key.as_str(), *token));
-    let products = match store::adjustments::apply(&state.db, &request, &entry, claim).await {
-        Ok(products) => products,
+    let key = match idempotency::begin(&state, &entry, &headers, "adjustments", &body, no_orders_here).await? {
+        Begun::Run(key) => key,
+        Begun::Replay(response) => return Ok(response),
+    };
+    match store::adjustments::apply(&state.db, &request, &entry, key.as_deref()).await {
+        Ok(done) => Ok(written(done, StatusCode::OK, &context, |products| {
+            Json(ProductsResponse { products })
+        })),
         Err(failure) => {
             let err = AppError::from(failure);
-            idempotency::settle(&state, &request.manager, owned.as_ref(), &err).await;
-            return Err(err);
+            idempotency::settle(&state, &request.manager, &entry, key.as_ref(), &err).await;
+            Err(err)
         }
-    };
-    entry.product_ids = products.iter().map(|p| p.id.get()).collect();
-    entry.product_ids.sort_unstable();
-    invalidate(&state, &request.manager).await;
-    Ok(written(
-        StatusCode::OK,
-        Json(ProductsResponse { products }),
-        entry,
-        &context,
-    ))
+    }
 }

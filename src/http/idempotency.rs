@@ -9,10 +9,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::Value;
-use uuid::Uuid;
 
-use super::AppState;
+use super::{AppState, request::SETTLE_BUDGET};
 use crate::{
+    audit::AuditEntry,
     domain::{ManagerId, Money, OrderId},
     error::{AppError, Code, ErrorCode},
     store::{self, idempotency::Claim},
@@ -35,23 +35,27 @@ pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     }
 }
 
-/// A key this request owns, with its claim token.
-pub type Owned = (String, Uuid);
-
 /// How a request with (or without) a key goes on.
 pub enum Begun {
-    /// Run it; with a key, it is this request's.
-    Run(Option<Owned>),
+    /// Run it; with a key (then claimed under the request's attempt).
+    Run(Option<String>),
     /// Answer this: the key's first request already got it.
     Replay(Response),
 }
 
-/// Claims the request's key, if it has one. `operation` separates the
+/// Claims the request's key, if it has one, under the write attempt of
+/// `record` (the request's audit record). `operation` separates the
 /// operations sharing the key space (a key first used for another operation
 /// is a reuse, 422); `sold` renders the answer of a sold order.
+///
+/// A key still claimed by a request whose deadline has passed is settled
+/// here, by what the database holds: that request's attempt is fenced (see
+/// [`store::audit::fence`]); if the fence goes in, its write never
+/// committed and the key is this request's; if not, the write committed and
+/// its answer is replayed.
 pub async fn begin(
     state: &AppState,
-    manager: &ManagerId,
+    record: &AuditEntry,
     headers: &HeaderMap,
     operation: &str,
     body: &Value,
@@ -60,6 +64,10 @@ pub async fn begin(
     let Some(key) = key_of(headers)? else {
         return Ok(Begun::Run(None));
     };
+    let manager = ManagerId::parse(&record.manager_id).map_err(|why| AppError::invalid("manager_id", why))?;
+    let attempt = record
+        .attempt
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a keyed write without an attempt")))?;
     // serde_json's maps are sorted, so this text is the same for any
     // spelling of the same body (key order, white space).
     let body = serde_json::to_string(body).map_err(|e| AppError::Internal(e.into()))?;
@@ -68,31 +76,54 @@ pub async fn begin(
     } else {
         format!("{operation} {body}")
     };
-    let stale_after = Duration::from_secs(state.settings.request_timeout_secs + 60);
-    Ok(
-        match store::idempotency::claim(&state.db, manager, &key, &request, stale_after).await? {
-            Claim::Owned(token) => Begun::Run(Some((key, token))),
+    let deadline = chrono::Duration::from_std(Duration::from_secs(state.settings.request_timeout_secs) + SETTLE_BUDGET)
+        .unwrap_or(chrono::Duration::MAX);
+    let mut settled_one = false;
+    loop {
+        let claim = store::idempotency::claim(&state.db, &manager, &key, &request, attempt, record.occurred_at).await?;
+        return Ok(match claim {
+            Claim::Owned => Begun::Run(Some(key)),
             Claim::Sold { order_id, total } => Begun::Replay(replayed(sold(order_id, total))),
             Claim::Answered { status, body } => Begun::Replay(replayed(answer(status, body))),
             Claim::Reused => return Err(AppError::IdempotencyKeyReused),
-            Claim::InUse => return Err(AppError::IdempotencyKeyInUse),
-        },
-    )
+            Claim::InUse {
+                attempt: Some(earlier),
+                since: Some(since),
+            } if !settled_one && chrono::Utc::now() - since > deadline => {
+                let mut fence = record.clone();
+                fence.attempt = Some(earlier);
+                fence.occurred_at = since;
+                fence.request_id = String::new();
+                fence.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
+                fence.error_code = Some(Code::OutcomeUnknown.as_str().into());
+                fence.duration_ms = deadline.num_milliseconds() as f64;
+                store::audit::fence(&state.db, &fence).await?;
+                settled_one = true;
+                continue;
+            }
+            Claim::InUse { .. } => return Err(AppError::IdempotencyKeyInUse),
+        });
+    }
 }
 
 /// After the first request with a key failed: remember a refusal (a retry
-/// gets the same answer), or free the key after a passing failure (a retry
-/// runs again).
-pub async fn settle(state: &AppState, manager: &ManagerId, owned: Option<&Owned>, err: &AppError) {
-    let Some((key, token)) = owned else { return };
+/// gets the same answer), or free the key after a failure known to have
+/// applied nothing (a retry runs again). A lost connection leaves the key
+/// to the request's settlement (see `request::settle`).
+pub async fn settle(state: &AppState, manager: &ManagerId, record: &AuditEntry, key: Option<&String>, err: &AppError) {
+    let (Some(key), Some(token)) = (key, record.attempt) else {
+        return;
+    };
     let settled = if err.is_refusal() {
         let body = serde_json::to_value(err.envelope()).unwrap_or_default();
-        store::idempotency::answered(&state.db, manager, key, *token, err.parts().0.as_u16(), &body).await
+        store::idempotency::answered(&state.db, manager, key, token, err.parts().0.as_u16(), &body).await
+    } else if err.is_connection_lost() {
+        return;
     } else {
-        store::idempotency::release(&state.db, manager, key, *token).await
+        store::idempotency::release(&state.db, manager, key, token).await
     };
     if let Err(cause) = settled {
-        tracing::error!(error = %cause, %manager, "could not settle an idempotency key; it frees itself later");
+        tracing::error!(error = %cause, %manager, "could not settle an idempotency key; its next request will");
     }
 }
 

@@ -11,10 +11,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    AppState, docs, invalidate,
+    AppState, docs,
     query::{Query, next_link},
-    request::{JsonBody, PrefetchedGeneration, RequestContext},
-    written,
+    request::{JsonBody, PrefetchedGeneration, RequestContext, written},
 };
 use crate::{
     cache::CachedList,
@@ -60,16 +59,11 @@ pub async fn add_products(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let batch = UpsertProducts::parse(&body)?;
-    let mut entry = context.entry(StatusCode::CREATED.as_u16(), None);
-    let products = store::products::upsert(&state.db, &batch, &entry).await?;
-    entry.product_ids = products.iter().map(|p| p.id.get()).collect();
-    invalidate(&state, &batch.manager).await;
-    Ok(written(
-        StatusCode::CREATED,
-        Json(ProductsResponse { products }),
-        entry,
-        &context,
-    ))
+    let entry = context.write_entry(StatusCode::CREATED.as_u16());
+    let done = store::products::upsert(&state.db, &batch, &entry).await?;
+    Ok(written(done, StatusCode::CREATED, &context, |products| {
+        Json(ProductsResponse { products })
+    }))
 }
 
 /// The query of a product list, validated.
@@ -282,12 +276,12 @@ pub async fn discontinue_product(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let request = Discontinue::parse(&body)?;
-    let mut entry = context.entry(StatusCode::NO_CONTENT.as_u16(), None);
+    let entry = context.write_entry(StatusCode::NO_CONTENT.as_u16());
     let found = match request.product {
         Some(id) => store::products::discontinue(&state.db, &request.manager, id, &entry).await?,
         None => None,
     };
-    let Some(id) = found else {
+    let Some(done) = found else {
         let shown = request
             .product
             .map_or_else(|| "this id".to_owned(), |id| id.to_string());
@@ -299,9 +293,7 @@ pub async fn discontinue_product(
             .into(),
         ));
     };
-    entry.product_ids = vec![id.get()];
-    invalidate(&state, &request.manager).await;
-    Ok(written(StatusCode::NO_CONTENT, (), entry, &context))
+    Ok(written(done, StatusCode::NO_CONTENT, &context, |_| ()))
 }
 
 #[cfg(test)]

@@ -37,14 +37,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
-    audit::{AuditEntry, AuditSink},
+    audit::AuditSink,
     cache::ListCache,
     config::Settings,
     domain::ManagerId,
     error::{AppError, Code, ErrorCode},
     rate_limit::Limiter,
 };
-use request::{AuditWritten, RequestContext};
 
 /// What every handler can reach: one shared value, so handing it to a
 /// handler costs one reference count, whatever it holds.
@@ -175,17 +174,8 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state)
 }
 
-/// A response for a write whose audit record is already in its transaction
-/// (the copy kept for the log gets the full duration).
-fn written(status: StatusCode, body: impl IntoResponse, mut entry: AuditEntry, context: &RequestContext) -> Response {
-    entry.duration_ms = context.elapsed_ms();
-    let mut response = (status, body).into_response();
-    response.extensions_mut().insert(AuditWritten(Box::new(entry)));
-    response
-}
-
 /// Makes the manager's cached lists unreachable; a failure is logged (the
-/// write has committed and its response must still be sent).
+/// write is over and its response must still be sent).
 async fn invalidate(state: &AppState, manager: &ManagerId) {
     if let Err(err) = state.cache.invalidate(manager).await {
         tracing::error!(error = %err, %manager, "could not invalidate the product-list cache");

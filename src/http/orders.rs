@@ -12,9 +12,7 @@ use utoipa::ToSchema;
 use super::{
     AppState, docs,
     idempotency::{self, Begun},
-    invalidate,
-    request::{JsonBody, RequestContext},
-    written,
+    request::{JsonBody, RequestContext, written},
 };
 use crate::{
     domain::{
@@ -22,7 +20,10 @@ use crate::{
         order::{CancelOrder, NewOrder},
     },
     error::AppError,
-    store::{self, order_history::OrderView},
+    store::{
+        self,
+        order_history::{Cancel, OrderView},
+    },
 };
 
 /// A processed order.
@@ -69,33 +70,24 @@ pub async fn process_order(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let order = NewOrder::parse(&body)?;
+    let entry = context.write_entry(StatusCode::OK.as_u16());
     let sold = |order_id, total| Json(processed(order_id, total)).into_response();
     // Orders keep the plain body as their key's request text (as before
     // adjustments shared the key space), so earlier keys still match.
-    let owned = match idempotency::begin(&state, &order.manager, &headers, "", &body, sold).await? {
-        Begun::Run(owned) => owned,
+    let key = match idempotency::begin(&state, &entry, &headers, "", &body, sold).await? {
+        Begun::Run(key) => key,
         Begun::Replay(response) => return Ok(response),
     };
-    let mut entry = context.entry(StatusCode::OK.as_u16(), None);
-    let claim = owned.as_ref().map(|(key, token)| (key.as_str(), *token));
-    let done = match store::orders::process(&state.db, &order, &entry, claim).await {
-        Ok(done) => done,
+    match store::orders::process(&state.db, &order, &entry, key.as_deref()).await {
+        Ok(done) => Ok(written(done, StatusCode::OK, &context, |sold| {
+            Json(processed(sold.order_id, sold.total))
+        })),
         Err(failure) => {
             let err = AppError::from(failure);
-            idempotency::settle(&state, &order.manager, owned.as_ref(), &err).await;
-            return Err(err);
+            idempotency::settle(&state, &order.manager, &entry, key.as_ref(), &err).await;
+            Err(err)
         }
-    };
-    entry.order_id = Some(done.order_id.get());
-    entry.product_ids = order.lines.iter().filter_map(|l| l.product.map(|p| p.get())).collect();
-    entry.product_ids.sort_unstable();
-    invalidate(&state, &order.manager).await;
-    Ok(written(
-        StatusCode::OK,
-        Json(processed(done.order_id, done.total)),
-        entry,
-        &context,
-    ))
+    }
 }
 
 fn processed(order_id: OrderId, total_amount: Money) -> ProcessOrderResponse {
@@ -128,14 +120,11 @@ pub async fn cancel_order(
 ) -> Result<Response, AppError> {
     let request = CancelOrder::parse(&body)?;
     let id = OrderId::parse(&order_id).ok_or_else(AppError::order_not_found)?;
-    let mut entry = context.entry(StatusCode::OK.as_u16(), None);
-    let (order, changed) = store::order_history::cancel(&state.db, &request.manager, id, &entry).await?;
-    if !changed {
-        return Ok(Json(order).into_response());
-    }
-    entry.order_id = Some(id.get());
-    entry.product_ids = order.products.iter().map(|l| l.product_id.get()).collect();
-    entry.product_ids.sort_unstable();
-    invalidate(&state, &request.manager).await;
-    Ok(written(StatusCode::OK, Json(order), entry, &context))
+    let entry = context.write_entry(StatusCode::OK.as_u16());
+    Ok(
+        match store::order_history::cancel(&state.db, &request.manager, id, &entry).await? {
+            Cancel::Done(done) => written(done, StatusCode::OK, &context, Json),
+            Cancel::Already(order) => Json(order).into_response(),
+        },
+    )
 }

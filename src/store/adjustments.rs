@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{Failure, audit::AuditEntry, is_transient, products::ProductRow, retrying};
+use super::{Committed, Failure, audit::AuditEntry, is_transient, products::ProductRow, retrying};
 use crate::db::Db;
 use crate::domain::{
     Money, ProductId,
@@ -88,15 +88,16 @@ pub fn refusal(judged: &[Judged]) -> Option<AdjustRefusal> {
 /// Applies every difference or none, locking the products in id order (as
 /// orders do, so the two cannot deadlock), with a `stock_adjustment` row per
 /// difference and the audit record; with an idempotency key, only while this
-/// request owns the key, whose outcome (`answer`, the response body) is kept
-/// in the same transaction. Returns the products after the change, in
-/// request order.
+/// request owns the key (claimed under the record's attempt), whose outcome
+/// (`answer`, the response body) is kept in the same transaction. Returns
+/// the products after the change, in request order.
 pub async fn apply(
     db: &Db,
     request: &StockAdjustments,
     audit: &AuditEntry,
-    claim: Option<(&str, Uuid)>,
-) -> Result<Vec<ProductRow>, Failure<AdjustRefusal>> {
+    key: Option<&str>,
+) -> Result<Committed<Vec<ProductRow>>, Failure<AdjustRefusal>> {
+    let claim = key.zip(audit.attempt);
     retrying(|| apply_once(db, request, audit, claim), is_transient).await
 }
 
@@ -105,7 +106,7 @@ async fn apply_once(
     request: &StockAdjustments,
     audit: &AuditEntry,
     claim: Option<(&str, Uuid)>,
-) -> Result<Vec<ProductRow>, Failure<AdjustRefusal>> {
+) -> Result<Committed<Vec<ProductRow>>, Failure<AdjustRefusal>> {
     let ids: Vec<Option<i64>> = request.items.iter().map(|a| a.product.map(ProductId::get)).collect();
     let deltas: Vec<i32> = request.items.iter().map(|a| a.delta).collect();
     let mut tx = db.begin().await?;
@@ -182,16 +183,16 @@ async fn apply_once(
             })
         })
         .collect();
-    let mut entry = audit.clone();
-    entry.product_ids = products.iter().map(|p| p.id.get()).collect();
-    entry.product_ids.sort_unstable();
-    super::audit::insert_batch(&mut tx, std::slice::from_ref(&entry)).await?;
+    let mut record = audit.clone();
+    record.product_ids = products.iter().map(|p| p.id.get()).collect();
+    record.product_ids.sort_unstable();
+    super::audit::append(&mut tx, &record).await?;
     if let Some((key, token)) = claim {
         let answer = super::json_param(&serde_json::json!({ "products": &products }))?;
         super::idempotency::answered(&mut tx, &request.manager, key, token, 200, &answer).await?;
     }
     tx.commit().await?;
-    Ok(products)
+    Ok(Committed::new(products, record))
 }
 
 #[cfg(test)]

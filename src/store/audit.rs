@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
 use crate::db::Db;
 
 /// One audit record, named as the `audit_log` columns are: a write hands it
@@ -38,6 +40,9 @@ pub struct AuditEntry {
     pub product_ids: Vec<i64>,
     /// The order the request created (filled in by the write's statement).
     pub order_id: Option<i64>,
+    /// The write attempt this request made, if it made one: the record is
+    /// then unique per attempt (see [`fence`]).
+    pub attempt: Option<Uuid>,
 }
 
 impl AuditEntry {
@@ -61,28 +66,73 @@ impl AuditEntry {
     }
 }
 
-/// Inserts many records in one statement (one round trip, one JSON array),
-/// on the pool or inside a write's own transaction.
-pub async fn insert_batch<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
+/// Writes queued records: those of write attempts first, each only if its
+/// attempt has no record yet (so a retried batch writes none twice), then
+/// the others with one `COPY`.
+pub async fn write_batch(db: &Db, entries: &[AuditEntry]) -> Result<(), sqlx::Error> {
+    if entries.iter().all(|e| e.attempt.is_none()) {
+        return copy_batch(db, entries).await.map(drop);
+    }
+    let (attempts, plain): (Vec<AuditEntry>, Vec<AuditEntry>) =
+        entries.iter().cloned().partition(|e| e.attempt.is_some());
+    insert_attempts(db, &attempts).await?;
+    if !plain.is_empty() {
+        copy_batch(db, &plain).await?;
+    }
+    Ok(())
+}
+
+/// Writes the records of write attempts in one statement, each only if its
+/// attempt has no record yet. A record that goes in proves its attempt's
+/// write never committed (a committed write has its own) and now never will
+/// (its record would collide): the idempotency key the attempt claimed, if
+/// it is still unsettled, is freed. Returns how many went in.
+async fn insert_attempts(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
     let rows = super::json_param(&entries)?;
-    let done = sqlx::query!(
-        r#"insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
-                                  error_code, duration_ms, client_addr, product_ids, order_id)
-           select manager_id, occurred_at, request_id, method, path, query, status,
-                  error_code, duration_ms, client_addr, coalesce(product_ids, '{}'), order_id
-             from jsonb_populate_recordset(null::audit_log, $1)"#,
+    let written = sqlx::query_scalar!(
+        r#"with written as materialized (
+               select e ->> 'manager_id' as manager_id, (e ->> 'attempt')::uuid as attempt
+                 from jsonb_array_elements($1) e
+                where audit_append(e, null, null, true)
+           ), freed as (
+               delete from idempotency_key k
+                using written w
+                where k.manager_id = w.manager_id and k.claim_token = w.attempt and k.status is null
+           )
+           select count(*) as "written!" from written"#,
         rows
     )
-    .execute(db)
+    .fetch_one(db)
     .await?;
-    Ok(done.rows_affected())
+    Ok(written as u64)
+}
+
+/// Inserts a write's own record inside its transaction. It fails
+/// (unique_violation, rolling the write back) when the request was settled
+/// by a fence first.
+pub async fn append(tx: &mut crate::db::Tx, record: &AuditEntry) -> Result<(), sqlx::Error> {
+    let entry = super::json_param(record)?;
+    sqlx::query_scalar!(r#"select audit_append($1, null, null, false) as "written!""#, entry)
+        .fetch_one(tx)
+        .await?;
+    Ok(())
+}
+
+/// Settles a write attempt the service lost sight of (its reply was lost, or
+/// its request reached its deadline) by writing the request's record first.
+/// `true`: the record went in, so the write had not committed and now never
+/// will (its own record would collide with this one), and the idempotency
+/// key it claimed, if any, is freed. `false`: the write had committed; its
+/// own record stands.
+pub async fn fence(db: &Db, entry: &AuditEntry) -> Result<bool, sqlx::Error> {
+    Ok(insert_attempts(db, std::slice::from_ref(entry)).await? == 1)
 }
 
 /// Appends many records with one `COPY ... FROM STDIN` in text format: the
 /// background writer's path. PostgreSQL parses plain text columns instead of
 /// a JSON document, and the service formats them straight into one buffer;
 /// under load this halves what an audit record costs both of them.
-pub async fn copy_batch(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
+async fn copy_batch(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
     let mut data = String::with_capacity(entries.len() * 192);
     for entry in entries {
         copy_row(&mut data, entry);
@@ -91,7 +141,7 @@ pub async fn copy_batch(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Er
     let mut copy = conn
         .copy_in_raw(
             "copy audit_log (manager_id, occurred_at, request_id, method, path, query, status, \
-                             error_code, duration_ms, client_addr, product_ids, order_id) from stdin",
+                             error_code, duration_ms, client_addr, product_ids, order_id, attempt) from stdin",
         )
         .await?;
     copy.send(data.into_bytes()).await?;
@@ -149,6 +199,13 @@ fn copy_row(out: &mut String, entry: &AuditEntry) {
     match entry.order_id {
         Some(id) => {
             let _ = write!(out, "{id}");
+        }
+        None => out.push_str("\\N"),
+    }
+    out.push('\t');
+    match entry.attempt {
+        Some(attempt) => {
+            let _ = write!(out, "{attempt}");
         }
         None => out.push_str("\\N"),
     }
@@ -252,13 +309,14 @@ mod tests {
             client_addr: Some("127.0.0.1".into()),
             product_ids: vec![3, 4],
             order_id: None,
+            attempt: None,
         };
         let mut line = String::new();
         copy_row(&mut line, &entry);
         assert_eq!(
             line,
-            "m\t2026-12-02T10:11:12.345678Z\ta\\tb\\nc\\rd\\\\e\tGET\t/api/x\t\\N\t404\tNOT_FOUND\t1.5\t127.0.0.1\t{3,4}\t\\N\n"
+            "m\t2026-12-02T10:11:12.345678Z\ta\\tb\\nc\\rd\\\\e\tGET\t/api/x\t\\N\t404\tNOT_FOUND\t1.5\t127.0.0.1\t{3,4}\t\\N\t\\N\n"
         );
-        assert_eq!(line.matches('\t').count(), 11, "twelve columns");
+        assert_eq!(line.matches('\t').count(), 12, "thirteen columns");
     }
 }

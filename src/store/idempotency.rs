@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -13,9 +14,9 @@ use crate::domain::{ManagerId, Money, OrderId};
 /// What a request carrying a key may do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// The key is this request's, under this claim token: process it, then
-    /// record the outcome (only while the key still carries the token).
-    Owned(Uuid),
+    /// The key is this request's, claimed under its write attempt: process
+    /// it, then record the outcome (only while the key is still claimed so).
+    Owned,
     /// The key's first request sold this order: answer the same.
     Sold {
         /// The order sold.
@@ -32,36 +33,40 @@ pub enum Claim {
     },
     /// The key was first used with another body.
     Reused,
-    /// The key's first request is still running.
-    InUse,
+    /// The key's first request has not settled it: it is still running, or
+    /// it ended without learning its outcome (then `attempt`, which arrived
+    /// at `since`, can be fenced to settle it).
+    InUse {
+        /// The claiming request's write attempt, if the claim is visible.
+        attempt: Option<Uuid>,
+        /// When that request arrived.
+        since: Option<DateTime<Utc>>,
+    },
 }
 
-/// Claims `key` for a request with this (canonical) body. A claim whose
-/// request has not finished after `stale_after` is taken over: that request
-/// is gone (the service stopped or the request outlived its timeout).
+/// Claims `key` for a request with this (canonical) body, under its write
+/// attempt `attempt` (which arrived at `arrived`).
 pub async fn claim(
     db: &Db,
     manager: &ManagerId,
     key: &str,
     request: &str,
-    stale_after: Duration,
+    attempt: Uuid,
+    arrived: DateTime<Utc>,
 ) -> Result<Claim, sqlx::Error> {
-    let token = Uuid::new_v4();
     let row = sqlx::query!(
         r#"with claimed as (
-               insert into idempotency_key (manager_id, key, request, claim_token)
-               values ($1, $2, $3, $5)
-               on conflict (manager_id, key) do update
-                  set claimed_at = now(), claim_token = excluded.claim_token
-                where idempotency_key.status is null
-                  and idempotency_key.request = excluded.request
-                  and idempotency_key.claimed_at < now() - make_interval(secs => $4)
+               insert into idempotency_key (manager_id, key, request, claim_token, claimed_at)
+               values ($1, $2, $3, $4, $5)
+               on conflict (manager_id, key) do nothing
             returning 1
            )
            select exists (select 1 from claimed) as "owned!",
                   k.request = $3 as "same_request?",
                   k.status as "status?",
                   k.response as "response?",
+                  k.claim_token as "attempt?",
+                  k.claimed_at as "since?",
                   o.id as "order_id?",
                   o.total_amount as "total?"
              from (values (1)) as one (x)
@@ -70,15 +75,18 @@ pub async fn claim(
         manager.as_str(),
         key,
         request,
-        stale_after.as_secs_f64(),
-        token,
+        attempt,
+        arrived,
     )
     .fetch_one(db)
     .await?;
     Ok(match row {
-        r if r.owned => Claim::Owned(token),
+        r if r.owned => Claim::Owned,
         // Claimed by a request that committed after this statement began.
-        r if r.same_request.is_none() => Claim::InUse,
+        r if r.same_request.is_none() => Claim::InUse {
+            attempt: None,
+            since: None,
+        },
         r if r.same_request == Some(false) => Claim::Reused,
         r => match (r.status, r.order_id, r.total, r.response) {
             (Some(200), Some(order_id), Some(total), _) => Claim::Sold {
@@ -89,7 +97,10 @@ pub async fn claim(
                 status: status as u16,
                 body,
             },
-            _ => Claim::InUse,
+            _ => Claim::InUse {
+                attempt: r.attempt,
+                since: r.since,
+            },
         },
     })
 }

@@ -31,6 +31,32 @@ impl<R> From<sqlx::Error> for Failure<R> {
     }
 }
 
+/// A write that committed, with the audit record it committed with (which
+/// names what it changed). Only the store makes one, once the write's
+/// transaction has committed: the HTTP layer's one path from a write to a
+/// success response takes nothing else.
+#[derive(Debug)]
+#[must_use = "a committed write must be answered"]
+pub struct Committed<T> {
+    value: T,
+    record: Box<audit::AuditEntry>,
+}
+
+impl<T> Committed<T> {
+    /// The result of a write that has committed with `record`.
+    fn new(value: T, record: audit::AuditEntry) -> Self {
+        Self {
+            value,
+            record: Box::new(record),
+        }
+    }
+
+    /// What the write returned, and the record it committed with.
+    pub fn into_parts(self) -> (T, Box<audit::AuditEntry>) {
+        (self.value, self.record)
+    }
+}
+
 /// A value as the JSON parameter a statement reads rows from
 /// (`jsonb_populate_record(set)`).
 pub(crate) fn json_param(value: &impl serde::Serialize) -> Result<serde_json::Value, sqlx::Error> {

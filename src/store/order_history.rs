@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Failure, audit::AuditEntry, is_transient, retrying};
+use super::{Committed, Failure, audit::AuditEntry, is_transient, retrying};
 use crate::db::Db;
 use crate::domain::{
     ManagerId, Money, OrderId, ProductId, adjustment::MAX_STOCK, order::OrderStatus, problems::Details,
@@ -188,15 +188,24 @@ pub enum CancelRefusal {
 /// Cancels the manager's order `id`: in one transaction, locks the order,
 /// then its products in id order, returns every line's units to stock
 /// (whatever the product's status), marks the order cancelled and inserts
-/// the audit record. An order already cancelled is returned unchanged (and
-/// `changed` is false): concurrent cancels return its stock once.
+/// the audit record. An order already cancelled is returned unchanged:
+/// concurrent cancels return its stock once.
 pub async fn cancel(
     db: &Db,
     manager: &ManagerId,
     id: OrderId,
     audit: &AuditEntry,
-) -> Result<(OrderView, bool), Failure<CancelRefusal>> {
+) -> Result<Cancel, Failure<CancelRefusal>> {
     retrying(|| cancel_once(db, manager, id, audit), is_transient).await
+}
+
+/// What a cancel did.
+#[derive(Debug)]
+pub enum Cancel {
+    /// Cancelled now.
+    Done(Committed<OrderView>),
+    /// It had been cancelled before; nothing changed.
+    Already(OrderView),
 }
 
 async fn cancel_once(
@@ -204,7 +213,7 @@ async fn cancel_once(
     manager: &ManagerId,
     id: OrderId,
     audit: &AuditEntry,
-) -> Result<(OrderView, bool), Failure<CancelRefusal>> {
+) -> Result<Cancel, Failure<CancelRefusal>> {
     let mut tx = db.begin().await?;
     let cancelled = sqlx::query_scalar!(
         "select cancelled_at is not null from customer_order where manager_id = $1 and id = $2 for update",
@@ -213,9 +222,9 @@ async fn cancel_once(
     )
     .fetch_optional(&mut tx)
     .await?;
-    let changed = match cancelled {
+    let record = match cancelled {
         None => return Err(Failure::Refused(CancelRefusal::NotFound)),
-        Some(Some(true)) => false,
+        Some(Some(true)) => None,
         Some(_) => {
             let lines = sqlx::query!(
                 r#"with lines as (
@@ -260,16 +269,20 @@ async fn cancel_once(
                     .collect();
                 return Err(Failure::Refused(CancelRefusal::OutOfRange(details)));
             }
-            let mut entry = audit.clone();
-            entry.order_id = Some(id.get());
-            entry.product_ids = lines.iter().map(|l| l.product_id).collect();
-            entry.product_ids.sort_unstable();
-            super::audit::insert_batch(&mut tx, std::slice::from_ref(&entry)).await?;
-            true
+            let mut record = audit.clone();
+            record.order_id = Some(id.get());
+            record.product_ids = lines.iter().map(|l| l.product_id).collect();
+            record.product_ids.sort_unstable();
+            super::audit::append(&mut tx, &record).await?;
+            Some(record)
         }
     };
-    let view = get(&mut tx, manager, id).await?;
+    let view = get(&mut tx, manager, id)
+        .await?
+        .ok_or(Failure::Refused(CancelRefusal::NotFound))?;
     tx.commit().await?;
-    view.map(|view| (view, changed))
-        .ok_or(Failure::Refused(CancelRefusal::NotFound))
+    Ok(match record {
+        Some(record) => Cancel::Done(Committed::new(view, record)),
+        None => Cancel::Already(view),
+    })
 }

@@ -4,7 +4,7 @@ use rust_decimal::Decimal;
 
 use uuid::Uuid;
 
-use super::{Failure, audit::AuditEntry, is_transient, retrying};
+use super::{Committed, Failure, audit::AuditEntry, is_transient, retrying};
 use crate::db::Db;
 use crate::domain::{Money, OrderId, ProductId, order::NewOrder, problems::Details};
 
@@ -94,18 +94,29 @@ pub fn refusal(lines: &[LineCheck]) -> Option<OrderRefusal> {
 /// uses, so orders cannot deadlock), decrement only when every line passes,
 /// insert the order, its lines and its audit record. When nothing was sold,
 /// the same statement returns each line as judged under lock, so the error
-/// cannot be contradicted by a concurrent restock. With an idempotency key,
-/// the same statement completes the key with the order it sold.
+/// cannot be contradicted by a concurrent restock. With an idempotency key
+/// (claimed under the record's attempt), the same statement completes the
+/// key with the order it sold.
 pub async fn process(
     db: &Db,
     order: &NewOrder,
     audit: &AuditEntry,
-    claim: Option<(&str, Uuid)>,
-) -> Result<Processed, Failure<OrderRefusal>> {
+    key: Option<&str>,
+) -> Result<Committed<Processed>, Failure<OrderRefusal>> {
     // Deadlocks cannot happen between writers that all lock products in id
     // order, but a retry costs nothing when one does (a bug elsewhere, an
     // operator's transaction).
-    retrying(|| process_once(db, order, audit, claim), is_transient).await
+    let claim = key.zip(audit.attempt);
+    let sold = retrying(|| process_once(db, order, audit, claim), is_transient).await?;
+    let mut record = audit.clone();
+    record.order_id = Some(sold.order_id.get());
+    record.product_ids = order
+        .lines
+        .iter()
+        .filter_map(|l| l.product.map(ProductId::get))
+        .collect();
+    record.product_ids.sort_unstable();
+    Ok(Committed::new(sold, record))
 }
 
 async fn process_once(
@@ -166,15 +177,9 @@ async fn process_once(
                   set status = 200, order_id = o.id, completed_at = now()
                  from placed o
                 where k.manager_id = $1 and k.key = $7 and k.claim_token = $8
-           ), audited as (
-               insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
-                                      error_code, duration_ms, client_addr, product_ids, order_id)
-               select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-                      a.error_code,
-                      a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
-                      a.client_addr,
-                      (select array_agg(id order by id) from sold), o.id
-                 from jsonb_populate_record(null::audit_log, $6) a, placed o
+           ), audited as materialized (
+               select audit_append($6, (select array_agg(id order by id) from sold), o.id, false) as done
+                 from placed o
            )
            select r.line_no as "line_no!", r.qty as "requested!", l.quantity as "available?",
                   l.discontinued as "discontinued?", o.id as "order_id?", o.total_amount as "total?",
@@ -182,6 +187,7 @@ async fn process_once(
              from req r
              left join locked l using (id)
              left join placed o on true
+             left join audited on true
             order by r.line_no"#,
         order.manager.as_str(),
         &ids as _,

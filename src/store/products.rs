@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Failure, audit::AuditEntry, is_transient, retrying, violates};
+use super::{Committed, Failure, audit::AuditEntry, is_transient, retrying, violates};
 use crate::db::Db;
 use crate::domain::{
     ManagerId, Money, ProductId,
@@ -196,7 +196,7 @@ pub async fn upsert(
     db: &Db,
     batch: &UpsertProducts,
     audit: &AuditEntry,
-) -> Result<Vec<ProductRow>, Failure<UpsertRefusal>> {
+) -> Result<Committed<Vec<ProductRow>>, Failure<UpsertRefusal>> {
     let done = retrying(
         || upsert_once(db, batch, audit),
         |err| is_transient(err) || violates(err, NAME_INDEX),
@@ -209,7 +209,11 @@ pub async fn upsert(
                 "other requests keep changing these names; try again".to_owned(),
             )]))))
         }
-        done => done,
+        done => done.map(|products| {
+            let mut record = audit.clone();
+            record.product_ids = products.iter().map(|p| p.id.get()).collect();
+            Committed::new(products, record)
+        }),
     }
 }
 
@@ -266,18 +270,12 @@ async fn upsert_once(
                -- holding a name the other needs (a deadlock).
                insert into product (manager_id, id, name, name_key, price, quantity)
                select $1, id, name, name_key, price, quantity from input where is_new order by name_key
-           ), audited as (
-               insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
-                                      error_code, duration_ms, client_addr, product_ids, order_id)
-               select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-                      a.error_code,
-                      a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
-                      a.client_addr,
-                      (select array_agg(id order by ord) from input), null
-                 from jsonb_populate_record(null::audit_log, $6) a
+           ), audited as materialized (
+               select audit_append($6, (select array_agg(id order by ord) from input), null, false) as done
            )
            select id as "id!: ProductId", name as "name!", price as "price!: Money", quantity as "quantity!"
              from input
+             left join audited on true
             order by ord"#,
         batch.manager.as_str(),
         &target_ids as _,
@@ -300,30 +298,29 @@ pub async fn discontinue(
     manager: &ManagerId,
     product: ProductId,
     audit: &AuditEntry,
-) -> Result<Option<ProductId>, sqlx::Error> {
+) -> Result<Option<Committed<ProductId>>, sqlx::Error> {
     let entry = super::json_param(audit)?;
-    sqlx::query_scalar!(
+    let found = sqlx::query_scalar!(
         r#"with done as (
                update product
                   set discontinued_at = coalesce(discontinued_at, now()), updated_at = now()
                 where manager_id = $1 and id = $2
             returning id
-           ), audited as (
-               insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
-                                      error_code, duration_ms, client_addr, product_ids, order_id)
-               select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-                      a.error_code,
-                      a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
-                      a.client_addr, array[d.id], null
-                 from jsonb_populate_record(null::audit_log, $3) a, done d
+           ), audited as materialized (
+               select audit_append($3, array[d.id], null, false) as done from done d
            )
-           select id as "id!: ProductId" from done"#,
+           select id as "id!: ProductId" from done left join audited on true"#,
         manager.as_str(),
         product.get(),
         entry,
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(found.map(|id| {
+        let mut record = audit.clone();
+        record.product_ids = vec![id.get()];
+        Committed::new(id, record)
+    }))
 }
 
 #[cfg(test)]

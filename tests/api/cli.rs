@@ -122,11 +122,31 @@ fn a_bad_setting_stops_start_up_naming_it() {
         ("RATE_LIMIT_MAX", "0", "--rate-limit-max"),
         ("LOG_FORMAT", "xml", "--log-format"),
         ("RATE_LIMIT_WINDOW_SECS", "soon", "--rate-limit-window-secs"),
+        ("DB_STATEMENT_TIMEOUT_SECS", "0", "--db-statement-timeout-secs"),
+        ("RUST_LOG", "info,sqlx=loud", "RUST_LOG"),
     ] {
         let out = command(&["serve"]).env(variable, value).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{variable}={value} must not start");
         assert!(stderr.contains(named) && stderr.contains(value), "{variable}: {stderr}");
+    }
+}
+
+#[test]
+fn a_statement_timeout_not_below_the_request_timeout_stops_start_up_naming_both() {
+    for (statement, request) in [("30", "30"), ("40", "30"), ("5", "2")] {
+        let out = command(&["serve"])
+            .env("DB_STATEMENT_TIMEOUT_SECS", statement)
+            .env("REQUEST_TIMEOUT_SECS", request)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{statement} against {request} must not start");
+        assert!(
+            stderr.contains(&format!("DB_STATEMENT_TIMEOUT_SECS ({statement})"))
+                && stderr.contains(&format!("REQUEST_TIMEOUT_SECS ({request})")),
+            "{stderr}"
+        );
     }
 }
 

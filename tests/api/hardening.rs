@@ -1,9 +1,7 @@
 //! Defects an outside client found, each attacked the way it was found:
 //! a rate limit escaped through the query string, deadlocks between batches
 //! creating the same names, missing headers, a bare 404 turned into a 400,
-//! and a write that commits after its request timed out.
-
-use std::time::Duration;
+//! and an idempotency key held by a request that is gone.
 
 use ecommerce_api::config::Settings;
 use futures::future::join_all;
@@ -140,59 +138,8 @@ async fn a_missing_asset_is_a_404_in_the_envelope(db: PgPool) {
 }
 
 #[sqlx::test]
-async fn a_write_that_commits_after_its_timeout_still_invalidates_and_is_audited_once(db: PgPool) {
-    let app = spawn_app_with(
-        db.clone(),
-        Settings {
-            request_timeout_secs: 1,
-            ..settings()
-        },
-        None,
-    )
-    .await;
-    let tea = app.seed("m", "Tea", 1.0, 5).await;
-    let list = "/api/inventory/products?manager_id=m";
-    assert_eq!(app.get(list).await.status(), 200, "the list is cached");
-
-    // Hold the product's row lock so the write waits past its timeout.
-    let mut blocker = db.begin().await.unwrap();
-    sqlx::query("select 1 from product where manager_id = 'm' for update")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
-    let write = app
-        .client
-        .post(app.url(PRODUCTS))
-        .header("x-request-id", "late-write")
-        .json(&json!({"manager_id": "m", "products": [{"id": tea, "name": "Tea", "price": 1.0, "quantity": 9}]}))
-        .send()
-        .await
-        .unwrap();
-    let (status, error) = error_of(write).await;
-    assert_eq!((status, error["code"].as_str()), (504, Some("TIMEOUT")));
-    blocker.commit().await.unwrap();
-
-    // The write commits once the lock is gone; its cache invalidation follows.
-    let mut quantity = Value::Null;
-    for _ in 0..100 {
-        let body: Value = app.get(list).await.json().await.unwrap();
-        quantity = body["products"][0]["quantity"].clone();
-        if quantity == 9 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(quantity, 9, "no stale list after the late commit");
-    app.stop().await;
-    let records: i64 = sqlx::query_scalar("select count(*) from audit_log where request_id = 'late-write'")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(records, 1, "exactly one audit record for the request");
-}
-
-#[sqlx::test]
 async fn a_request_whose_idempotency_claim_was_taken_over_sells_nothing(db: PgPool) {
+    use chrono::SubsecRound;
     use ecommerce_api::{
         audit::AuditEntry,
         domain::{ManagerId, order::NewOrder},
@@ -211,23 +158,8 @@ async fn a_request_whose_idempotency_claim_was_taken_over_sells_nothing(db: PgPo
     let request = body.to_string();
     let db = ecommerce_api::db::Db::from(db);
 
-    // The first request claims the key, then stalls; a retry after the claim
-    // went stale takes it over.
-    let Claim::Owned(first) = idempotency::claim(&db, &manager, "k", &request, Duration::from_secs(60))
-        .await
-        .unwrap()
-    else {
-        panic!("first claim")
-    };
-    let Claim::Owned(retry) = idempotency::claim(&db, &manager, "k", &request, Duration::ZERO)
-        .await
-        .unwrap()
-    else {
-        panic!("the stale claim is taken over")
-    };
-    assert_ne!(first, retry);
-    let entry = AuditEntry {
-        occurred_at: chrono::Utc::now(),
+    let attempt = |at: chrono::DateTime<chrono::Utc>| AuditEntry {
+        occurred_at: at.trunc_subsecs(6),
         request_id: "r".into(),
         manager_id: "m".into(),
         method: "POST".into(),
@@ -239,25 +171,54 @@ async fn a_request_whose_idempotency_claim_was_taken_over_sells_nothing(db: PgPo
         client_addr: None,
         product_ids: vec![],
         order_id: None,
+        attempt: Some(uuid::Uuid::now_v7()),
+    };
+    let first = attempt(chrono::Utc::now() - chrono::Duration::minutes(5));
+    let retry = attempt(chrono::Utc::now());
+    let claim = |entry: &AuditEntry| {
+        idempotency::claim(&db, &manager, "k", &request, entry.attempt.unwrap(), entry.occurred_at)
     };
 
+    // The first request claims the key, then stalls past its deadline; a
+    // retry finds the key unsettled, with the attempt that holds it.
+    assert_eq!(claim(&first).await.unwrap(), Claim::Owned);
+    let Claim::InUse {
+        attempt: Some(holder),
+        since: Some(since),
+    } = claim(&retry).await.unwrap()
+    else {
+        panic!("the key is in use")
+    };
+    assert_eq!((Some(holder), since), (first.attempt, first.occurred_at));
+
+    // Fencing that attempt settles the key: its write had not committed.
+    let mut fence = retry.clone();
+    fence.attempt = Some(holder);
+    fence.occurred_at = since;
+    fence.status = 503;
+    assert!(ecommerce_api::store::audit::fence(&db, &fence).await.unwrap());
+    assert!(
+        !ecommerce_api::store::audit::fence(&db, &fence).await.unwrap(),
+        "an attempt is fenced once"
+    );
+    assert_eq!(claim(&retry).await.unwrap(), Claim::Owned);
+
     // The first request wakes up: it no longer owns the key and sells nothing.
-    let late = orders::process(&db, &order, &entry, Some(("k", first))).await;
+    let late = orders::process(&db, &order, &first, Some("k")).await;
     assert!(
         matches!(late, Err(Failure::Refused(OrderRefusal::ClaimLost))),
         "{late:?}"
     );
+    // Without a key, its own record collides with the fence: it sells nothing either.
+    let unkeyed = orders::process(&db, &order, &first, None).await;
+    assert!(matches!(unkeyed, Err(Failure::Database(_))), "{unkeyed:?}");
     assert_eq!(app.stock(&tea).await, 5);
-    idempotency::release(&db, &manager, "k", first).await.unwrap();
 
     // The retry sells once, and completes the key.
-    let sold = orders::process(&db, &order, &entry, Some(("k", retry))).await;
+    let sold = orders::process(&db, &order, &retry, Some("k")).await;
     assert!(sold.is_ok(), "{sold:?}");
     assert_eq!(app.stock(&tea).await, 4);
-    let Claim::Sold { .. } = idempotency::claim(&db, &manager, "k", &request, Duration::ZERO)
-        .await
-        .unwrap()
-    else {
+    let Claim::Sold { .. } = claim(&attempt(chrono::Utc::now())).await.unwrap() else {
         panic!("the key remembers the sale")
     };
     app.stop().await;

@@ -78,7 +78,7 @@ async fn the_same_key_with_another_body_is_refused_and_changes_nothing(db: PgPoo
 }
 
 #[sqlx::test]
-async fn a_retry_while_the_first_request_runs_is_in_use_until_that_claim_goes_stale(db: PgPool) {
+async fn a_retry_while_the_first_request_runs_is_in_use_until_its_deadline_then_settles_it(db: PgPool) {
     let app = spawn_app_with(
         db,
         ecommerce_api::config::Settings {
@@ -91,25 +91,42 @@ async fn a_retry_while_the_first_request_runs_is_in_use_until_that_claim_goes_st
     let beans = app.seed("mgr_123", "Beans", 1.0, 10).await;
     let body = order(&beans, 1);
     // A first request that is still running holds a fresh claim.
-    sqlx::query("insert into idempotency_key (manager_id, key, request) values ('mgr_123', 'busy', $1)")
-        .bind(serde_json::to_string(&body).unwrap())
-        .execute(&app.db)
-        .await
-        .unwrap();
+    let attempt = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into idempotency_key (manager_id, key, request, claim_token, claimed_at)
+         values ('mgr_123', 'busy', $1, $2, date_trunc('milliseconds', now()))",
+    )
+    .bind(serde_json::to_string(&body).unwrap())
+    .bind(attempt)
+    .execute(&app.db)
+    .await
+    .unwrap();
 
     let (status, error) = error_of(post_with_key(&app, "busy", &body).await).await;
     assert_eq!((status, error["code"].as_str()), (409, Some("IDEMPOTENCY_KEY_IN_USE")));
     assert_eq!(app.stock(&beans).await, 10);
 
-    // A claim older than the request timeout plus a minute belongs to a request
-    // that is gone: a retry takes it over and is processed.
-    sqlx::query("update idempotency_key set claimed_at = now() - interval '62 seconds' where key = 'busy'")
+    // Once the first request's deadline has passed, a retry settles the key
+    // by what the database holds: the first attempt is fenced (its write
+    // had not committed), and the retry is processed.
+    sqlx::query("update idempotency_key set claimed_at = claimed_at - interval '3 seconds' where key = 'busy'")
         .execute(&app.db)
         .await
         .unwrap();
     let response = post_with_key(&app, "busy", &body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.stock(&beans).await, 9);
+    let fence: (i16, String) = sqlx::query_as("select status, error_code from audit_log where attempt = $1")
+        .bind(attempt)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        fence,
+        (503, "OUTCOME_UNKNOWN".to_owned()),
+        "one record stands for the first request"
+    );
+    app.stop().await;
 }
 
 #[sqlx::test]

@@ -1,13 +1,18 @@
 //! What the service knows about the request being served: its id, method,
 //! path, query, client, arrival time and the manager it acts for.
 
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
     http::{Method, request::Parts},
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
+use uuid::Uuid;
 
 use crate::{audit::AuditEntry, domain::ManagerId, error::AppError};
 
@@ -24,6 +29,10 @@ pub struct RequestContext {
     client: Option<SocketAddr>,
     occurred_at: DateTime<Utc>,
     started: Instant,
+    /// The write this request attempts, once its handler starts one; shared
+    /// by every copy of the context, so the pipeline sees it whatever
+    /// becomes of the handler.
+    attempt: Arc<OnceLock<Uuid>>,
 }
 
 impl RequestContext {
@@ -41,14 +50,31 @@ impl RequestContext {
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
             client: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
-            occurred_at: Utc::now(),
+            // Microseconds, as PostgreSQL keeps it: a record's time and
+            // attempt identify it (see `store::audit::fence`).
+            occurred_at: Utc::now().trunc_subsecs(6),
             started: Instant::now(),
+            attempt: Arc::default(),
         }
     }
 
     /// Milliseconds since the request arrived.
     pub fn elapsed_ms(&self) -> f64 {
         self.started.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// The write attempt this request has started, if any.
+    pub fn attempt(&self) -> Option<Uuid> {
+        self.attempt.get().copied()
+    }
+
+    /// The audit record a write commits with, answered `status`. Taking it
+    /// starts the request's write attempt: from here on, whatever becomes of
+    /// the handler, the pipeline settles the attempt (one record, the
+    /// manager's lists invalidated).
+    pub fn write_entry(&self, status: u16) -> AuditEntry {
+        self.attempt.get_or_init(Uuid::now_v7);
+        self.entry(status, None)
     }
 
     /// The audit record of this request with the given outcome. For a write,
@@ -68,6 +94,7 @@ impl RequestContext {
             client_addr: self.client.map(|addr| addr.ip().to_string()),
             product_ids: Vec::new(),
             order_id: None,
+            attempt: self.attempt(),
         }
     }
 }

@@ -1,16 +1,24 @@
 //! The pipeline every `/api/` request goes through, one concern per module:
 //! [`context`] (who, what, when), [`body`] (the JSON body, read once),
 //! [`manager`] (the one place that decides the manager), [`limit`] (that
-//! manager's rate limit), the handler under the request timeout, and
-//! [`record`] (exactly one audit record).
+//! manager's rate limit), the handler under the request timeout, [`write`]
+//! (what follows a write attempt, whatever became of it) and [`record`]
+//! (exactly one audit record).
 
 mod body;
 mod context;
 mod limit;
 mod manager;
 mod record;
+mod write;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     body::Body,
@@ -22,16 +30,22 @@ use axum::{
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-pub use self::{body::JsonBody, context::RequestContext, record::AuditWritten};
+pub use self::{
+    body::JsonBody,
+    context::RequestContext,
+    record::AuditWritten,
+    write::{SETTLE_BUDGET, written},
+};
 use super::{AppState, query::Query};
-use crate::error::AppError;
+use crate::{db, error::AppError};
 
 /// The middleware for `/api/` routes; any other path passes straight through.
 ///
-/// The request runs in a task of its own, so neither a client that hangs up
-/// nor the request timeout cancels it half-way: once counted it gets its
-/// audit record, and what must follow a committed write (invalidating the
-/// cached lists) runs whatever the client or the timeout does.
+/// The request runs in a task of its own, so a client that hangs up does not
+/// cancel it half-way: once counted it gets its audit record, and what must
+/// follow a write attempt (settling it, invalidating the cached lists) runs
+/// whatever the client does. At the request timeout the handler is given up
+/// and its write settled (see [`write`]).
 pub async fn api_pipeline(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/api/") {
         return next.run(request).await;
@@ -44,7 +58,6 @@ pub async fn api_pipeline(State(state): State<AppState>, request: Request, next:
 }
 
 async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Sender<Response>) {
-    let mut reply = Some(reply);
     let (mut parts, body) = request.into_parts();
     let mut context = RequestContext::arrived(&parts);
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
@@ -66,7 +79,6 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
     // A place for this request's audit record, or a prompt 503 when the
     // audit log is not keeping up (the database is away).
     let slot = state.audit.reserve().await;
-    let mut answered_early = None;
     let mut response = match (refused, slot.is_some()) {
         (Some(refused), _) => refused,
         (None, false) => AppError::Unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
@@ -77,35 +89,27 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
             }
             parts.extensions.insert(query);
             parts.extensions.insert(context.clone());
-            let handler = next.run(Request::from_parts(parts, Body::empty()));
-            tokio::pin!(handler);
+            let abandoned = Arc::new(AtomicBool::new(false));
+            let mut handler = Box::pin(db::abandonable(
+                abandoned.clone(),
+                next.run(Request::from_parts(parts, Body::empty())),
+            ));
             match tokio::time::timeout(timeout, &mut handler).await {
-                Ok(response) => response,
+                Ok(response) => write::settle(&state, &context, response).await,
                 Err(_) => {
-                    // Answer now, and let the handler finish: a write that
-                    // commits late still invalidates the cache, and the
-                    // request still gets exactly one audit record.
-                    let mut late = AppError::Timeout.into_response();
-                    finish_headers(&mut late, decision.as_ref());
-                    answered_early = Some(late.status().as_u16());
-                    if let Some(reply) = reply.take() {
-                        let _ = reply.send(late);
-                    }
-                    // Statements are bounded on the server too, so a write
-                    // still running after another timeout can no longer
-                    // commit: it is abandoned and audited as the 504 it got.
-                    tokio::time::timeout(timeout, handler)
-                        .await
-                        .unwrap_or_else(|_| AppError::Timeout.into_response())
+                    // Give the handler up at its deadline: the connections
+                    // it holds are closed, not handed back with a statement
+                    // still queued on them.
+                    abandoned.store(true, Ordering::Release);
+                    drop(handler);
+                    write::settle(&state, &context, write::deadline_passed()).await
                 }
             }
         }
     };
     finish_headers(&mut response, decision.as_ref());
-    record::finish(&state, &context, &mut response, answered_early, slot).await;
-    if let Some(reply) = reply {
-        let _ = reply.send(response);
-    }
+    record::finish(&state, &context, &mut response, slot).await;
+    let _ = reply.send(response);
 }
 
 /// The manager's cache generation as the rate limiter read it on the way in

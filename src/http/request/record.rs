@@ -11,35 +11,22 @@ use crate::{
     http::AppState,
 };
 
-/// Set by a handler whose write inserted its own audit record in its
-/// transaction; carries that record so it is logged, not written twice.
+/// Set on a response whose request's record is already in the database (a
+/// committed write's, or the fence that settled it); carries that record so
+/// it is logged, not written twice.
 #[derive(Debug, Clone)]
 pub struct AuditWritten(pub Box<AuditEntry>);
 
-/// Leaves the request's one record. `sent` is the status the client got,
-/// which differs from `response`'s when the client was answered 504 before
-/// the handler finished.
-pub async fn finish(
-    state: &AppState,
-    context: &RequestContext,
-    response: &mut Response,
-    sent: Option<u16>,
-    slot: Option<Slot>,
-) {
+/// Leaves the request's one record: the one its write committed with (or a
+/// fence that stands for it), which is only logged, or a new one for the
+/// queue. A write attempt's record carries its attempt, so the queue writes
+/// it only if no other record of the attempt exists.
+pub async fn finish(state: &AppState, context: &RequestContext, response: &mut Response, slot: Option<Slot>) {
     match response.extensions_mut().remove::<AuditWritten>() {
-        Some(AuditWritten(entry)) => {
-            if let Some(status) = sent {
-                tracing::warn!(request_id = %entry.request_id, status,
-                    "the client was answered before this write committed; the write stands");
-            }
-            entry.log();
-        }
+        Some(AuditWritten(entry)) => entry.log(),
         None => {
             let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-            let entry = match sent {
-                Some(status) => context.entry(status, Some("TIMEOUT")),
-                None => context.entry(response.status().as_u16(), code),
-            };
+            let entry = context.entry(response.status().as_u16(), code);
             entry.log();
             state.audit.record(slot, entry).await;
         }

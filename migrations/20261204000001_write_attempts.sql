@@ -1,0 +1,42 @@
+-- Every write request is an attempt with an id of its own, and its audit
+-- record carries it. The id is unique (with the month the record falls in),
+-- which makes the record a fence: when the service loses sight of a write
+-- (its reply was lost, or its request reached its deadline), it writes the
+-- request's record itself. If the write had not committed, its own record
+-- now collides with the fence and the write rolls back whenever it reaches
+-- it; if it had, the fence is the one left out. Either way the request has
+-- exactly one record, and the service learns which happened.
+alter table audit_log add column attempt uuid;
+create unique index audit_log_attempt_key on audit_log (attempt, occurred_at) where attempt is not null;
+
+-- The one place that names the columns of an audit record written by SQL:
+-- the writes' own records (inside their statement), fences, and records
+-- queued for requests that were attempts. `entry` is the record as the
+-- service serialises it; `product_ids` and `order_id` are what the write
+-- changed. A write's record is refused (unique_violation) when a fence for
+-- its attempt exists; a fence (`fence`) that finds the attempt's record
+-- already there is left out. Returns whether the record was written.
+create function audit_append(entry jsonb, product_ids bigint[], order_id bigint, fence boolean)
+returns boolean
+language plpgsql as $$
+declare
+    written integer;
+begin
+    insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status, error_code,
+                           duration_ms, client_addr, product_ids, order_id, attempt)
+    select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status, a.error_code,
+           -- A write's duration runs to the end of its own statement.
+           a.duration_ms + case when fence then 0
+                                else 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8
+                           end,
+           a.client_addr, coalesce(audit_append.product_ids, a.product_ids, '{}'),
+           coalesce(audit_append.order_id, a.order_id), a.attempt
+      from jsonb_populate_record(null::audit_log, entry) a
+        on conflict (attempt, occurred_at) where attempt is not null do nothing;
+    get diagnostics written = row_count;
+    if written = 0 and not fence then
+        raise exception 'the request % was settled before its write committed', entry ->> 'attempt'
+            using errcode = 'unique_violation', constraint = 'audit_log_attempt_key';
+    end if;
+    return written = 1;
+end $$;

@@ -1,0 +1,121 @@
+//! What follows a write attempt, whatever became of it. A handler starts one
+//! by taking its request's write record ([`RequestContext::write_entry`]);
+//! from then on the pipeline, not the handler, keeps the two promises every
+//! write makes:
+//!
+//! - exactly one audit record: a committed write's is in its transaction
+//!   (answered through [`written`], the only way from a [`Committed`] write
+//!   to a response); when the service lost sight of the write (the
+//!   connection broke after it was sent, or the request reached its
+//!   deadline) it settles the attempt with a fence ([`settle`]);
+//! - no list older than the write: the manager's cached lists are
+//!   invalidated after every attempt, before the answer is sent, whether the
+//!   write committed, was refused, or its outcome is unknown.
+
+use std::time::Duration;
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+use super::{AuditWritten, RequestContext};
+use crate::{
+    error::{AppError, ConnectionLost},
+    http::AppState,
+    store::{self, Committed},
+};
+
+/// The longest the pipeline spends settling a write it lost sight of: a
+/// client whose request reached its deadline is answered at most this long
+/// after it.
+pub const SETTLE_BUDGET: Duration = Duration::from_secs(1);
+
+/// The answer to a committed write: `status` with the body `render` makes
+/// of what the write returned. Its audit record is already in the database,
+/// with the write.
+pub fn written<T, B: IntoResponse>(
+    committed: Committed<T>,
+    status: StatusCode,
+    context: &RequestContext,
+    render: impl FnOnce(T) -> B,
+) -> Response {
+    let (value, mut record) = committed.into_parts();
+    // The copy kept for the process log gets the full duration.
+    record.duration_ms = context.elapsed_ms();
+    let mut response = (status, render(value)).into_response();
+    response.extensions_mut().insert(AuditWritten(record));
+    response
+}
+
+/// The stand-in for the answer of a handler given up at its deadline.
+pub fn deadline_passed() -> Response {
+    let mut response = AppError::Timeout.into_response();
+    response.extensions_mut().insert(Abandoned);
+    response
+}
+
+/// Marks the response of a handler given up at its deadline.
+#[derive(Debug, Clone, Copy)]
+struct Abandoned;
+
+/// Settles the request's write attempt, if it made one: a write the service
+/// lost sight of is fenced (see [`store::audit::fence`]), and the manager's
+/// lists are invalidated. Returns the answer to send.
+pub async fn settle(state: &AppState, context: &RequestContext, response: Response) -> Response {
+    if context.attempt().is_none() {
+        return response;
+    }
+    let lost =
+        response.extensions().get::<Abandoned>().is_some() || response.extensions().get::<ConnectionLost>().is_some();
+    let response = if lost {
+        fence(state, context, response).await
+    } else {
+        response
+    };
+    if let Some(manager) = &context.manager {
+        super::super::invalidate(state, manager).await;
+    }
+    response
+}
+
+/// Writes the request's record before its write can commit, if it has not
+/// yet: then nothing changed and `known` (504 at the deadline, 503 after a
+/// lost connection) is the answer, recorded as such. If the write committed
+/// first, or the database cannot be asked within [`SETTLE_BUDGET`], the
+/// answer is 503 `OUTCOME_UNKNOWN`; in the second case the record is queued,
+/// and the queue writes it only if the write's own is not there.
+async fn fence(state: &AppState, context: &RequestContext, known: Response) -> Response {
+    let code = known.extensions().get::<crate::error::ErrorCode>().map(|c| c.0);
+    let mut record = context.entry(known.status().as_u16(), code);
+    let fenced = tokio::time::timeout(SETTLE_BUDGET, store::audit::fence(&state.db, &record)).await;
+    let mut response = match fenced {
+        Ok(Ok(true)) => {
+            tracing::warn!(request_id = %record.request_id, status = record.status,
+                "a write the service lost sight of was settled: it did not commit");
+            let mut response = known;
+            response.extensions_mut().remove::<ConnectionLost>();
+            response.extensions_mut().insert(AuditWritten(Box::new(record)));
+            return response;
+        }
+        Ok(Ok(false)) => {
+            tracing::warn!(request_id = %record.request_id,
+                "a write the service lost sight of had committed; its client is told the outcome is unknown");
+            let mut response = AppError::OutcomeUnknown.into_response();
+            record.status = response.status().as_u16();
+            record.error_code = Some(crate::error::Code::OutcomeUnknown.as_str().into());
+            response.extensions_mut().insert(AuditWritten(Box::new(record)));
+            response
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, request_id = %record.request_id, "could not settle a write; its record is queued");
+            AppError::OutcomeUnknown.into_response()
+        }
+        Err(_) => {
+            tracing::warn!(request_id = %record.request_id, "settling a write took too long; its record is queued");
+            AppError::OutcomeUnknown.into_response()
+        }
+    };
+    response.extensions_mut().remove::<ConnectionLost>();
+    response
+}
