@@ -40,3 +40,11 @@ begin
     end if;
     return written = 1;
 end $$;
+
+-- Batches of queued records written, remembered for a day: a batch whose
+-- commit reply was lost (the connection broke after COMMIT was sent) is
+-- found here when it is retried, and not written twice.
+create table audit_batch (
+    id         uuid        primary key,
+    written_at timestamptz not null default now()
+);

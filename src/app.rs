@@ -137,7 +137,8 @@ pub async fn state(
 }
 
 /// Daily upkeep, from start-up on: creates the audit log's monthly
-/// partitions ahead of time and forgets idempotency keys older than a day.
+/// partitions ahead of time and forgets idempotency keys and written audit
+/// batches older than a day.
 async fn maintain(db: Db) {
     let mut every_day = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
@@ -148,6 +149,9 @@ async fn maintain(db: Db) {
         match store::idempotency::forget_older_than(&db, Duration::from_secs(24 * 3600)).await {
             Ok(forgotten) => tracing::info!(forgotten, "old idempotency keys forgotten"),
             Err(err) => tracing::warn!(error = %err, "could not forget old idempotency keys"),
+        }
+        if let Err(err) = store::audit::forget_batches_older_than(&db, Duration::from_secs(24 * 3600)).await {
+            tracing::warn!(error = %err, "could not forget written audit batches");
         }
     }
 }

@@ -149,9 +149,12 @@ async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> b
     const ATTEMPTS_WHILE_CLOSING: u32 = 5;
     let mut pause = Duration::from_millis(50);
     let mut attempts_while_closing = 0;
+    // One id for every attempt: an attempt whose commit reply was lost is
+    // not written again by the next.
+    let id = uuid::Uuid::now_v7();
     loop {
         let started = std::time::Instant::now();
-        match store::audit::write_batch(db, batch).await {
+        match store::audit::write_batch(db, id, batch).await {
             Ok(_) => {
                 crate::metrics::audit_flushed(batch.len(), started.elapsed());
                 return true;
@@ -259,7 +262,10 @@ impl Spill {
         let entries: Vec<AuditEntry> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let mut written = 0;
         for batch in entries.chunks(batch_size) {
-            if store::audit::write_batch(db, batch).await.is_err() {
+            if store::audit::write_batch(db, uuid::Uuid::now_v7(), batch)
+                .await
+                .is_err()
+            {
                 break;
             }
             written += batch.len();

@@ -306,6 +306,14 @@ impl Tx {
         Ok(())
     }
 
+    /// Sends `data` to a `COPY ... FROM STDIN` statement in this
+    /// transaction; returns the rows copied.
+    pub async fn copy_in(&mut self, statement: &str, data: Vec<u8>) -> Result<u64, sqlx::Error> {
+        let mut copy = self.conn.copy_in_raw(statement).await?;
+        copy.send(data).await?;
+        copy.finish().await
+    }
+
     /// `statement` as this transaction runs it: unnamed through a pooler.
     fn mark<'q, E: Execute<'q, Postgres>>(&self, statement: E) -> Marked<E> {
         Marked {

@@ -13,7 +13,7 @@ use crate::db::Db;
 
 /// One audit record, named as the `audit_log` columns are: a write hands it
 /// to PostgreSQL as JSON (read with `jsonb_populate_record(set)`), the
-/// background writer as a line of `COPY` text ([`copy_batch`]).
+/// background writer as a line of `COPY` text ([`write_batch`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// When the request arrived.
@@ -66,20 +66,44 @@ impl AuditEntry {
     }
 }
 
-/// Writes queued records: those of write attempts first, each only if its
-/// attempt has no record yet (so a retried batch writes none twice), then
-/// the others with one `COPY`.
-pub async fn write_batch(db: &Db, entries: &[AuditEntry]) -> Result<(), sqlx::Error> {
-    if entries.iter().all(|e| e.attempt.is_none()) {
-        return copy_batch(db, entries).await.map(drop);
+/// Writes a batch of queued records, once: in one transaction that also
+/// remembers `batch` (a retry of a batch whose commit reply was lost finds it
+/// and writes nothing). Records of write attempts go in one statement, each
+/// only if its attempt has no record yet; the others with one `COPY`.
+pub async fn write_batch(db: &Db, batch: Uuid, entries: &[AuditEntry]) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let first = sqlx::query_scalar!(
+        r#"insert into audit_batch (id) values ($1) on conflict do nothing returning true as "first!""#,
+        batch
+    )
+    .fetch_optional(&mut tx)
+    .await?;
+    if first.is_none() {
+        return tx.commit().await;
     }
-    let (attempts, plain): (Vec<AuditEntry>, Vec<AuditEntry>) =
-        entries.iter().cloned().partition(|e| e.attempt.is_some());
-    insert_attempts(db, &attempts).await?;
-    if !plain.is_empty() {
-        copy_batch(db, &plain).await?;
+    let attempts: Vec<&AuditEntry> = entries.iter().filter(|e| e.attempt.is_some()).collect();
+    if !attempts.is_empty() {
+        insert_attempts(&mut tx, &attempts).await?;
     }
-    Ok(())
+    let mut data = String::with_capacity(entries.len() * 192);
+    for entry in entries.iter().filter(|e| e.attempt.is_none()) {
+        copy_row(&mut data, entry);
+    }
+    if !data.is_empty() {
+        tx.copy_in(COPY, data.into_bytes()).await?;
+    }
+    tx.commit().await
+}
+
+/// Forgets written batches older than `age`.
+pub async fn forget_batches_older_than(db: &Db, age: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "delete from audit_batch where written_at < now() - make_interval(secs => $1)",
+        age.as_secs_f64()
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Writes the records of write attempts in one statement, each only if its
@@ -87,7 +111,7 @@ pub async fn write_batch(db: &Db, entries: &[AuditEntry]) -> Result<(), sqlx::Er
 /// write never committed (a committed write has its own) and now never will
 /// (its record would collide): the idempotency key the attempt claimed, if
 /// it is still unsettled, is freed. Returns how many went in.
-async fn insert_attempts(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
+async fn insert_attempts<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[&AuditEntry]) -> Result<u64, sqlx::Error> {
     let rows = super::json_param(&entries)?;
     let written = sqlx::query_scalar!(
         r#"with written as materialized (
@@ -125,30 +149,15 @@ pub async fn append(tx: &mut crate::db::Tx, record: &AuditEntry) -> Result<(), s
 /// key it claimed, if any, is freed. `false`: the write had committed; its
 /// own record stands.
 pub async fn fence(db: &Db, entry: &AuditEntry) -> Result<bool, sqlx::Error> {
-    Ok(insert_attempts(db, std::slice::from_ref(entry)).await? == 1)
+    Ok(insert_attempts(db, &[entry]).await? == 1)
 }
 
-/// Appends many records with one `COPY ... FROM STDIN` in text format: the
-/// background writer's path. PostgreSQL parses plain text columns instead of
-/// a JSON document, and the service formats them straight into one buffer;
-/// under load this halves what an audit record costs both of them.
-async fn copy_batch(db: &Db, entries: &[AuditEntry]) -> Result<u64, sqlx::Error> {
-    let mut data = String::with_capacity(entries.len() * 192);
-    for entry in entries {
-        copy_row(&mut data, entry);
-    }
-    let mut conn = db.acquire().await?;
-    let mut copy = conn
-        .copy_in_raw(
-            "copy audit_log (manager_id, occurred_at, request_id, method, path, query, status, \
-                             error_code, duration_ms, client_addr, product_ids, order_id, attempt) from stdin",
-        )
-        .await?;
-    copy.send(data.into_bytes()).await?;
-    let written = copy.finish().await?;
-    conn.settled();
-    Ok(written)
-}
+/// The statement queued records are appended with, in `COPY`'s text
+/// format: PostgreSQL parses plain text columns instead of a JSON document,
+/// and the service formats them straight into one buffer; under load this
+/// halves what an audit record costs both of them.
+const COPY: &str = "copy audit_log (manager_id, occurred_at, request_id, method, path, query, status, \
+                    error_code, duration_ms, client_addr, product_ids, order_id, attempt) from stdin";
 
 /// One line of `COPY`'s text format: columns separated by tabs, `\N` for
 /// NULL, and backslash escapes for the characters that would break a line

@@ -799,7 +799,15 @@ async fn copied_records_keep_every_character_they_were_given(db: PgPool) {
         entry(3, Some("\\N")),
         entry(4, Some("")),
     ];
-    audit::write_batch(&Db::from(db.clone()), &entries).await.unwrap();
+    let service = Db::from(db.clone());
+    let batch = uuid::Uuid::now_v7();
+    audit::write_batch(&service, batch, &entries).await.unwrap();
+    audit::write_batch(&service, batch, &entries).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from audit_log")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 4, "a batch is written once, however often it is sent");
 
     let mut read = audit::list(&Db::from(db), "m\\t", None, 10).await.unwrap();
     read.reverse();

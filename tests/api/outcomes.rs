@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 use crate::{
     helpers::{TestApp, database_url_for, error_of, header, settings, spawn_on},
-    proxy::{Proxy, Trap},
+    proxy::{Lose, Proxy},
 };
 
 const ORDERS: &str = "/api/orders/process";
@@ -176,7 +176,7 @@ async fn a_write_whose_commit_reply_was_lost_is_answered_outcome_unknown_and_its
     assert_eq!(listed_quantity(&app).await, 10, "the list is cached");
 
     // The statement commits; its reply never reaches the service.
-    proxy.arm(Trap::DropReply(b"lost-reply".to_vec()));
+    proxy.arm(Lose::Reply(b"lost-reply".to_vec()));
     let lost = send(&app, ORDERS, &order(&tea), "lost-reply", Some("k2")).await;
     assert_eq!(proxy.sprung(), 1);
     assert_eq!(header(&lost, "retry-after"), "1");
@@ -207,7 +207,7 @@ async fn a_write_lost_on_its_way_is_answered_503_and_its_key_runs_again(db: PgPo
     let app = app_on(&db, service_db(&through(&url, &proxy), 2).await, settings()).await;
     let tea = app.seed("m", "Tea", 1.0, 10).await;
 
-    proxy.arm(Trap::DropRequest(b"lost-request".to_vec()));
+    proxy.arm(Lose::Request(b"lost-request".to_vec()));
     let lost = send(&app, ORDERS, &order(&tea), "lost-request", Some("k3")).await;
     assert_eq!(proxy.sprung(), 1);
     assert_eq!(header(&lost, "retry-after"), "1");
@@ -239,7 +239,7 @@ async fn an_outcome_the_database_could_not_be_asked_about_is_settled_once_it_ret
     let tea = app.seed("m", "Tea", 1.0, 10).await;
 
     proxy.refuse(true);
-    proxy.arm(Trap::DropRequest(b"unreachable".to_vec()));
+    proxy.arm(Lose::Request(b"unreachable".to_vec()));
     let lost = send(&app, ORDERS, &order(&tea), "unreachable", Some("k4")).await;
     assert_eq!(header(&lost, "retry-after"), "1");
     let (status, error) = error_of(lost).await;
@@ -257,4 +257,33 @@ async fn an_outcome_the_database_could_not_be_asked_about_is_settled_once_it_ret
     assert_eq!(app.stock(&tea).await, 9);
     app.stop().await;
     assert_eq!(records(&db, "unreachable", 1).await.len(), 1);
+}
+
+#[sqlx::test]
+async fn an_audit_batch_whose_commit_reply_was_lost_is_written_once(db: PgPool) {
+    let url = database_url_for(&db);
+    let proxy = Proxy::start(upstream(&url)).await;
+    let app = app_on(&db, service_db(&through(&url, &proxy), 1).await, settings()).await;
+
+    // The queue writes this request's record; the reply to that batch's
+    // COMMIT is lost, and the writer tries the batch again.
+    proxy.arm(Lose::ReplyToNext(b"lost-batch-reply".to_vec(), b"commit".to_vec()));
+    let read = app
+        .client
+        .get(app.url("/api/inventory/products?manager_id=m"))
+        .header("x-request-id", "lost-batch-reply")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(records(&db, "lost-batch-reply", 1).await.len(), 1);
+    for _ in 0..100 {
+        if proxy.sprung() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.sprung(), 1, "the commit's reply was dropped");
+    app.stop().await;
+    assert_eq!(records(&db, "lost-batch-reply", 1).await.len(), 1, "written once");
 }

@@ -15,20 +15,24 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-/// Which connection to break, and when.
+/// What to lose, on the connection that carries a text.
 #[derive(Debug, Clone)]
-pub enum Trap {
+pub enum Lose {
     /// Close the connection instead of passing on the message carrying this text.
-    DropRequest(Vec<u8>),
+    Request(Vec<u8>),
     /// Pass the message on, then close the connection instead of passing on the server's reply.
-    DropReply(Vec<u8>),
+    Reply(Vec<u8>),
+    /// On the connection that carries the first text, pass on the next
+    /// message carrying the second (a `COMMIT`, say), then close it instead
+    /// of passing on the server's reply.
+    ReplyToNext(Vec<u8>, Vec<u8>),
 }
 
 /// A running proxy.
 pub struct Proxy {
     /// The port it listens on.
     pub port: u16,
-    trap: Arc<Mutex<Option<Trap>>>,
+    trap: Arc<Mutex<Option<Lose>>>,
     refusing: Arc<AtomicBool>,
     sprung: Arc<AtomicUsize>,
 }
@@ -63,7 +67,7 @@ impl Proxy {
     }
 
     /// Arms the trap for the next connection that carries its text.
-    pub fn arm(&self, trap: Trap) {
+    pub fn arm(&self, trap: Lose) {
         *self.trap.lock().unwrap() = Some(trap);
     }
 
@@ -78,9 +82,10 @@ impl Proxy {
     }
 }
 
-async fn pass(mut client: TcpStream, mut server: TcpStream, trap: Arc<Mutex<Option<Trap>>>, sprung: Arc<AtomicUsize>) {
+async fn pass(mut client: TcpStream, mut server: TcpStream, trap: Arc<Mutex<Option<Lose>>>, sprung: Arc<AtomicUsize>) {
     let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
     let mut drop_reply = false;
+    let mut then: Option<Vec<u8>> = None;
     loop {
         tokio::select! {
             read = client.read(&mut up) => {
@@ -89,20 +94,27 @@ async fn pass(mut client: TcpStream, mut server: TcpStream, trap: Arc<Mutex<Opti
                     return;
                 }
                 let chunk = &up[..n];
+                if then.as_ref().is_some_and(|text| contains(chunk, text)) {
+                    then = None;
+                    drop_reply = true;
+                }
                 let sprang = {
                     let mut armed = trap.lock().unwrap();
                     let hit = match armed.as_ref() {
-                        Some(Trap::DropRequest(text) | Trap::DropReply(text)) => contains(chunk, text),
+                        Some(Lose::Request(text) | Lose::Reply(text) | Lose::ReplyToNext(text, _)) => {
+                            contains(chunk, text)
+                        }
                         None => false,
                     };
                     if hit { armed.take() } else { None }
                 };
                 match sprang {
-                    Some(Trap::DropRequest(_)) => {
+                    Some(Lose::Request(_)) => {
                         sprung.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
-                    Some(Trap::DropReply(_)) => drop_reply = true,
+                    Some(Lose::Reply(_)) => drop_reply = true,
+                    Some(Lose::ReplyToNext(_, next)) => then = Some(next),
                     None => {}
                 }
                 if server.write_all(chunk).await.is_err() {
