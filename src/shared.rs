@@ -9,26 +9,96 @@
 //! Redis was down, the generations in Redis missed those changes: on
 //! recovery it bumps the shared epoch first, which makes every instance's
 //! cached lists unreachable, and only then uses Redis again.
+//!
+//! `REDIS_URL` may name Redis Sentinels instead of a Redis:
+//! `redis+sentinel://host:port[,host:port...]/<master name>[/<db>]`. The
+//! master is then asked of the sentinels at start-up and again each time the
+//! connection is found down (the master died, or was demoted and refuses
+//! writes): the probe connects to whichever master the sentinels name now.
 
 use std::{
     sync::{
-        Arc, Weak,
+        Arc, RwLock, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
 use anyhow::Context;
-use redis::aio::ConnectionManager;
+use redis::{
+    aio::ConnectionManager,
+    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+};
+use tokio::sync::Mutex;
 
 /// A Redis connection shared by the limiter and the cache, with its health.
 #[derive(Clone)]
 pub struct SharedRedis {
-    /// The connection (cheap to clone).
-    pub conn: ConnectionManager,
+    /// The connection, replaced when the sentinels name a new master.
+    conn: Arc<RwLock<ConnectionManager>>,
     /// Prefix of every key this service writes.
     pub prefix: String,
     health: Arc<Health>,
+}
+
+/// Where the Redis master is found.
+enum Source {
+    /// At the URL's address, always.
+    Direct(redis::Client),
+    /// Wherever the sentinels say.
+    Sentinel(Mutex<SentinelClient>),
+}
+
+impl Source {
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+            return Ok(Self::Direct(
+                redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?,
+            ));
+        };
+        let mut parts = rest.split('/');
+        let hosts = parts.next().unwrap_or_default();
+        let master = parts.next().filter(|m| !m.is_empty()).context(
+            "REDIS_URL names sentinels but no master: redis+sentinel://host:port[,host:port...]/<master name>[/<db>]",
+        )?;
+        let db = match parts.next().filter(|d| !d.is_empty()) {
+            Some(db) => db
+                .parse::<i64>()
+                .context("REDIS_URL: the database after the master name is a number")?,
+            None => 0,
+        };
+        let sentinels: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("redis://{h}"))
+            .collect();
+        anyhow::ensure!(!sentinels.is_empty(), "REDIS_URL names no sentinel");
+        let node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(redis::RedisConnectionInfo::default().set_db(db));
+        let client = SentinelClient::build(sentinels, master.to_owned(), Some(node), SentinelServerType::Master)
+            .context("REDIS_URL is not a valid list of sentinels")?;
+        Ok(Self::Sentinel(Mutex::new(client)))
+    }
+
+    /// A client for the master as it is now.
+    async fn master(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Self::Direct(client) => Ok(client.clone()),
+            Self::Sentinel(sentinels) => sentinels.lock().await.async_get_client().await,
+        }
+    }
+}
+
+/// A connection to `client` with bounded waits: a Redis that stops
+/// answering costs one request at most about a second before the
+/// connection is marked down.
+async fn manager(client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500))
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    ConnectionManager::new_with_config(client, config).await
 }
 
 #[derive(Debug)]
@@ -50,19 +120,11 @@ impl SharedRedis {
     /// Connects to `url` (it must answer now) and starts the probe that
     /// brings the connection back after an outage.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-        // Bounded waits: a Redis that stops answering costs one request at
-        // most about a second before the connection is marked down.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)));
-        let conn = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .context("could not connect to Redis (check REDIS_URL)")?;
+        let source = Source::parse(url)?;
+        let reached = async { manager(source.master().await?).await };
+        let conn = reached.await.context("could not connect to Redis (check REDIS_URL)")?;
         let shared = Self {
-            conn,
+            conn: Arc::new(RwLock::new(conn)),
             prefix: prefix.to_owned(),
             health: Arc::new(Health {
                 up: AtomicBool::new(true),
@@ -71,10 +133,19 @@ impl SharedRedis {
         };
         tokio::spawn(probe(
             Arc::downgrade(&shared.health),
-            shared.conn.clone(),
+            Arc::downgrade(&shared.conn),
+            source,
             shared.epoch_key(),
         ));
         Ok(shared)
+    }
+
+    /// The connection to the master (cheap to clone).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// False from a failed command until the probe sees Redis answer again.
@@ -101,20 +172,35 @@ impl SharedRedis {
     }
 }
 
-/// While the connection is marked down, pings Redis every [`PROBE_EVERY`];
+/// While the connection is marked down, pings Redis every [`PROBE_EVERY`]
+/// (behind sentinels, a fresh connection to the master they name now);
 /// when it answers, bumps the epoch if writes were missed, then marks it up.
 /// Ends when the application that owns `health` is gone.
-async fn probe(health: Weak<Health>, mut conn: ConnectionManager, epoch_key: String) {
+async fn probe(health: Weak<Health>, shared: Weak<RwLock<ConnectionManager>>, source: Source, epoch_key: String) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
-        let Some(health) = health.upgrade() else { return };
+        let (Some(health), Some(shared)) = (health.upgrade(), shared.upgrade()) else {
+            return;
+        };
         if health.up.load(Ordering::Acquire) {
             continue;
         }
+        let mut conn = match &source {
+            Source::Direct(_) => shared.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            Source::Sentinel(_) => match async { manager(source.master().await?).await }.await {
+                Ok(conn) => conn,
+                Err(_) => continue,
+            },
+        };
+        // A master answers PING and takes writes; a demoted one refuses them.
         let answered: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-        if answered.is_err() {
+        let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(&mut conn).await;
+        let is_master = matches!(&role, Ok(redis::Value::Array(items))
+            if matches!(items.first(), Some(redis::Value::BulkString(kind)) if kind.as_slice() == b"master"));
+        if answered.is_err() || !is_master {
             continue;
         }
+        *shared.write().unwrap_or_else(|p| p.into_inner()) = conn.clone();
         if health.missed_writes.load(Ordering::Acquire) {
             let bumped: redis::RedisResult<i64> = redis::cmd("INCR").arg(&epoch_key).query_async(&mut conn).await;
             if bumped.is_err() {

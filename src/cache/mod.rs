@@ -185,7 +185,7 @@ impl ListCache {
                     .key(generation_key(&redis.prefix, manager))
                     .key(redis.epoch_key())
                     .arg(*ttl_ms)
-                    .invoke_async(&mut redis.conn.clone())
+                    .invoke_async(&mut redis.conn())
                     .await;
                 read.inspect_err(|err| redis.failed(err)).map_err(Into::into)
             }
@@ -209,7 +209,7 @@ impl ListCache {
                 let bumped: redis::RedisResult<u64> = if redis.is_up() {
                     bump.key(generation_key(&redis.prefix, manager))
                         .arg(*ttl_ms)
-                        .invoke_async(&mut redis.conn.clone())
+                        .invoke_async(&mut redis.conn())
                         .await
                 } else {
                     Err((redis::ErrorKind::Io, "Redis is unreachable").into())

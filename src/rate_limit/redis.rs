@@ -224,7 +224,7 @@ impl Batcher {
         for (_, wanted) in &managers {
             call.arg(*wanted);
         }
-        let answered: redis::RedisResult<Vec<u64>> = call.invoke_async(&mut self.redis.conn.clone()).await;
+        let answered: redis::RedisResult<Vec<u64>> = call.invoke_async(&mut self.redis.conn()).await;
         let counts = match answered {
             Ok(counts) if counts.len() == 2 + 4 * managers.len() => counts,
             Ok(counts) => {

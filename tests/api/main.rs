@@ -21,5 +21,6 @@ mod pool;
 mod pooler;
 mod proxy;
 mod rate_limit;
+mod redis_failover;
 mod redis_outage;
 mod smoke;
