@@ -44,7 +44,7 @@ pub async fn adjust_stock(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let request = StockAdjustments::parse(&body)?;
-    let no_orders_here = |_, _| AppError::Internal(anyhow::anyhow!("an adjustment key names an order")).into_response();
+    let no_orders_here = |_, _| AppError::internal(anyhow::anyhow!("an adjustment key names an order")).into_response();
     let owned =
         match idempotency::begin(&state, &request.manager, &headers, "adjustments", &body, no_orders_here).await? {
             Begun::Run(owned) => owned,

@@ -51,8 +51,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppEr
             status: "ok",
             redis: None,
         })),
-        Ok(Err(err)) => Err(AppError::Unavailable(err.into())),
-        Err(_) => Err(AppError::Unavailable(anyhow::anyhow!(
+        Ok(Err(err)) => Err(AppError::unavailable(err)),
+        Err(_) => Err(AppError::unavailable(anyhow::anyhow!(
             "database did not answer within 2 s"
         ))),
     }

@@ -62,7 +62,7 @@ pub async fn begin(
     };
     // serde_json's maps are sorted, so this text is the same for any
     // spelling of the same body (key order, white space).
-    let body = serde_json::to_string(body).map_err(|e| AppError::Internal(e.into()))?;
+    let body = serde_json::to_string(body).map_err(AppError::internal)?;
     let request = if operation.is_empty() {
         body
     } else {
@@ -74,8 +74,8 @@ pub async fn begin(
             Claim::Owned(token) => Begun::Run(Some((key, token))),
             Claim::Sold { order_id, total } => Begun::Replay(replayed(sold(order_id, total))),
             Claim::Answered { status, body } => Begun::Replay(replayed(answer(status, body))),
-            Claim::Reused => return Err(AppError::IdempotencyKeyReused),
-            Claim::InUse => return Err(AppError::IdempotencyKeyInUse),
+            Claim::Reused => return Err(AppError::new(Code::IdempotencyKeyReused)),
+            Claim::InUse => return Err(AppError::new(Code::IdempotencyKeyInUse)),
         },
     )
 }

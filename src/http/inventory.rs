@@ -190,7 +190,7 @@ async fn load_list(state: &AppState, params: &ListParams) -> Result<CachedList, 
             )
         })
         .flatten();
-    let body = serde_json::to_vec(&ProductsResponse { products }).map_err(|e| AppError::Internal(e.into()))?;
+    let body = serde_json::to_vec(&ProductsResponse { products }).map_err(AppError::internal)?;
     Ok(CachedList {
         etag: etag_of(&body),
         body: body.into(),
@@ -252,13 +252,12 @@ pub async fn get_product(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let manager = query.required_manager()?;
-    let not_found =
-        || AppError::ProductNotFound([("product_id".to_owned(), "not a product of this manager".to_owned())].into());
+    let not_found = || AppError::product_not_found("product_id", "not a product of this manager");
     let id = ProductId::parse(&product_id).ok_or_else(not_found)?;
     let product = store::products::get(&state.db, &manager, id)
         .await?
         .ok_or_else(not_found)?;
-    let body = serde_json::to_vec(&product).map_err(|e| AppError::Internal(e.into()))?;
+    let body = serde_json::to_vec(&product).map_err(AppError::internal)?;
     let found = CachedList {
         etag: etag_of(&body),
         body: body.into(),
@@ -291,12 +290,9 @@ pub async fn discontinue_product(
         let shown = request
             .product
             .map_or_else(|| "this id".to_owned(), |id| id.to_string());
-        return Err(AppError::ProductNotFound(
-            [(
-                "product_id".to_owned(),
-                format!("{shown} is not a product of this manager"),
-            )]
-            .into(),
+        return Err(AppError::product_not_found(
+            "product_id",
+            format!("{shown} is not a product of this manager"),
         ));
     };
     entry.product_ids = vec![id.get()];

@@ -161,8 +161,8 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
                 // from other hosts and does not send them the document's URL.
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
         )
-        .fallback(|| async { AppError::NoRoute })
-        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .fallback(|| async { AppError::new(Code::NotFound) })
+        .method_not_allowed_fallback(|| async { AppError::new(Code::MethodNotAllowed) })
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::map_response(envelope_bare_errors))
         .layer(middleware::from_fn_with_state(state.clone(), request::api_pipeline))
@@ -247,7 +247,7 @@ fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
         .map(|s| (*s).to_owned())
         .or_else(|| cause.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    AppError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+    AppError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
 async fn track_metrics(request: Request, next: Next) -> Response {

@@ -40,7 +40,7 @@ pub async fn api_pipeline(State(state): State<AppState>, request: Request, next:
     tokio::spawn(serve(state, request, next, reply));
     answer
         .await
-        .unwrap_or_else(|_| AppError::Internal(anyhow::anyhow!("request task failed")).into_response())
+        .unwrap_or_else(|_| AppError::internal(anyhow::anyhow!("request task failed")).into_response())
 }
 
 async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Sender<Response>) {
@@ -69,7 +69,7 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
     let mut answered_early = None;
     let mut response = match (refused, slot.is_some()) {
         (Some(refused), _) => refused,
-        (None, false) => AppError::Unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
+        (None, false) => AppError::unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
         (None, true) => {
             parts.extensions.insert(body::ParsedBody(parsed));
             if let Some(generation) = decision.and_then(|d| d.generation) {
@@ -85,7 +85,7 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
                     // Answer now, and let the handler finish: a write that
                     // commits late still invalidates the cache, and the
                     // request still gets exactly one audit record.
-                    let mut late = AppError::Timeout.into_response();
+                    let mut late = AppError::timeout().into_response();
                     finish_headers(&mut late, decision.as_ref());
                     answered_early = Some(late.status().as_u16());
                     if let Some(reply) = reply.take() {
@@ -96,7 +96,7 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
                     // commit: it is abandoned and audited as the 504 it got.
                     tokio::time::timeout(timeout, handler)
                         .await
-                        .unwrap_or_else(|_| AppError::Timeout.into_response())
+                        .unwrap_or_else(|_| AppError::timeout().into_response())
                 }
             }
         }
