@@ -9,7 +9,7 @@ use axum::{
 
 use super::{
     AppState, docs,
-    idempotency::{self, Begun},
+    idempotency::{self, Begun, IdempotencyKey},
     invalidate,
     inventory::ProductsResponse,
     request::{JsonBody, RequestContext},
@@ -34,9 +34,12 @@ use crate::{domain::adjustment::StockAdjustments, error::AppError, store};
 /// the first answer again and applies nothing twice; a key first used for
 /// an order (or another body) is a 422.
 #[utoipa::path(post, path = "/api/inventory/adjustments", tag = "inventory",
-    request_body(content = docs::AdjustmentsRequest, content_type = "application/json"),
-    params(docs::IdempotencyKey),
-    responses((status = 200, description = "The products after the change, in request order", body = ProductsResponse)))]
+    request_body(content = StockAdjustments, content_type = "application/json"),
+    params(IdempotencyKey),
+    responses(
+        (status = 200, description = "The products after the change, in request order", body = ProductsResponse),
+        AdjustStockErrors,
+    ))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
     context: RequestContext,
@@ -70,3 +73,14 @@ pub async fn adjust_stock(
         &context,
     ))
 }
+
+docs::errors!(
+    /// The errors of `POST /api/inventory/adjustments`.
+    AdjustStockErrors: Write [
+        ProductNotFound,
+        InsufficientStock,
+        QuantityOutOfRange,
+        IdempotencyKeyReused,
+        IdempotencyKeyInUse,
+    ]
+);

@@ -7,14 +7,20 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::{
+        KnownFormat, ObjectBuilder, SchemaFormat, Type,
+        path::{Parameter, ParameterIn},
+    },
+};
 
 use super::{
     AppState, docs,
-    query::{Query, next_link},
+    query::{self, Query, next_link},
 };
 use crate::{
-    domain::Problems,
+    domain::{ManagerId, Problems},
     error::AppError,
     store::{self, audit::AuditRecord},
 };
@@ -26,6 +32,64 @@ pub struct AuditResponse {
     pub records: Vec<AuditRecord>,
 }
 
+/// The query of `GET /api/audit`, validated.
+struct ListAuditParams {
+    manager: ManagerId,
+    limit: u32,
+    after: Option<i64>,
+}
+
+impl ListAuditParams {
+    /// The smallest record id.
+    const FIRST_ID: i64 = 1;
+
+    /// Parses the query, reporting every bad parameter.
+    fn parse(query: &Query) -> Result<Self, Problems> {
+        let mut bad = Problems::default();
+        let manager = query.manager(&mut bad);
+        let limit = query.limit(&mut bad);
+        let after = query.optional(&mut bad, "after", |text| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= Self::FIRST_ID)
+                .ok_or_else(|| "must be a record id".into())
+        });
+        bad.into_result(|| {
+            Some(Self {
+                manager: manager?,
+                limit: limit?,
+                after: after?,
+            })
+        })
+    }
+}
+
+/// The query of `GET /api/audit` as the OpenAPI document states what
+/// [`ListAuditParams::parse`] accepts.
+impl IntoParams for ListAuditParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let record_id = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(Self::FIRST_ID));
+        vec![
+            ManagerId::query_parameter(),
+            Query::limit_parameter(),
+            query::parameter(
+                "after",
+                "A record id: the page starts with the next older record.",
+                record_id,
+                None,
+            ),
+        ]
+    }
+}
+
+docs::errors!(
+    /// The errors of `GET /api/audit`.
+    ListAuditErrors: Read []
+);
+
 /// A manager's audit trail, newest first.
 ///
 /// One record per request under `/api/` that named this manager, whatever
@@ -33,22 +97,14 @@ pub struct AuditResponse {
 /// record id: the page starts with the next older record. The `Link` header
 /// gives the next page when more remain.
 #[utoipa::path(get, path = "/api/audit", tag = "audit",
-    params(docs::ListAuditParams),
+    params(ListAuditParams),
     responses(
         (status = 200, description = "The records", body = AuditResponse,
             headers(("Link" = String, description = "`<...>; rel=\"next\"` when more remain"))),
+        ListAuditErrors,
     ))]
 pub async fn list_audit(State(state): State<AppState>, query: Query) -> Result<Response, AppError> {
-    let mut bad = Problems::default();
-    let manager = query.manager(&mut bad);
-    let limit = query.limit(&mut bad);
-    let after = query.optional(&mut bad, "after", |text| {
-        text.parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| "must be a record id".into())
-    });
-    let (manager, limit, after) = bad.into_result(|| Some((manager?, limit?, after?)))?;
+    let ListAuditParams { manager, limit, after } = ListAuditParams::parse(&query)?;
 
     let mut records = store::audit::list(&state.db, manager.as_str(), after, i64::from(limit) + 1).await?;
     let next = (records.len() > limit as usize)

@@ -8,11 +8,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::path::{Parameter, ParameterIn},
+};
 
 use super::{
     AppState, docs, invalidate,
-    query::{Query, next_link},
+    query::{self, Query, next_link},
     request::{JsonBody, PrefetchedGeneration, RequestContext},
     written,
 };
@@ -50,9 +53,10 @@ pub struct ProductsResponse {
 /// discontinued. The whole batch is one transaction. Responds with the
 /// products in request order.
 #[utoipa::path(post, path = "/api/inventory/products", tag = "inventory",
-    request_body(content = docs::AddProductsRequest, content_type = "application/json"),
+    request_body(content = UpsertProducts, content_type = "application/json"),
     responses(
         (status = 201, description = "Products added or updated, in request order", body = ProductsResponse),
+        AddProductsErrors,
     ))]
 pub async fn add_products(
     State(state): State<AppState>,
@@ -71,6 +75,11 @@ pub async fn add_products(
         &context,
     ))
 }
+
+docs::errors!(
+    /// The errors of `POST /api/inventory/products`.
+    AddProductsErrors: Write [ProductNotFound, ProductNameTaken]
+);
 
 /// The query of a product list, validated.
 #[derive(Debug, Clone)]
@@ -115,6 +124,34 @@ impl ListParams {
     }
 }
 
+/// The query of a product list as the OpenAPI document states what
+/// [`ListParams::parse`] accepts.
+impl IntoParams for ListParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ManagerId::query_parameter(),
+            query::parameter(
+                "status",
+                "`in_stock`, `out_of_stock` or `discontinued`; absent means all.",
+                query::pattern(ProductStatus::pattern()),
+                Some("in_stock"),
+            ),
+            Query::limit_parameter(),
+            query::parameter(
+                "after",
+                "A product id: the page starts after it.",
+                query::pattern(ProductId::PATTERN),
+                Some("prod_002"),
+            ),
+        ]
+    }
+}
+
+docs::errors!(
+    /// The errors of `GET /api/inventory/products`.
+    ListProductsErrors: Read []
+);
+
 /// List a manager's products, optionally by status.
 ///
 /// `status` is derived: `discontinued` if the product was discontinued
@@ -126,7 +163,7 @@ impl ListParams {
 /// them before it responds, so a read never returns data older than a write
 /// that has completed.
 #[utoipa::path(get, path = "/api/inventory/products", tag = "inventory",
-    params(docs::ListProductsParams),
+    params(ListParams),
     responses(
         (status = 200, description = "The products", body = ProductsResponse,
             headers(
@@ -134,6 +171,7 @@ impl ListParams {
                 ("Link" = String, description = "`<...>; rel=\"next\"` when more products remain")
             )),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        ListProductsErrors,
     ))]
 pub async fn list_products(
     State(state): State<AppState>,
@@ -239,11 +277,12 @@ fn list_response(list: &CachedList, request: &HeaderMap) -> Response {
 /// `If-None-Match` to get `304 Not Modified`.
 #[utoipa::path(get, path = "/api/inventory/products/{product_id}", tag = "inventory",
     params(("product_id" = String, Path, description = "The product, e.g. `prod_001`", example = "prod_001"),
-        docs::ManagerParam),
+        ManagerId),
     responses(
         (status = 200, description = "The product", body = ProductDetail,
             headers(("ETag" = String, description = "Strong validator of this body"))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        GetProductErrors,
     ))]
 pub async fn get_product(
     State(state): State<AppState>,
@@ -266,14 +305,20 @@ pub async fn get_product(
     Ok(list_response(&found, &headers))
 }
 
+docs::errors!(
+    /// The errors of `GET /api/inventory/products/{product_id}`.
+    GetProductErrors: Read [ProductNotFound]
+);
+
 /// Mark a product discontinued.
 ///
 /// Discontinued products stay listed (status `discontinued`) and cannot be
 /// ordered. Discontinuing one again is fine (204 again).
 #[utoipa::path(post, path = "/api/inventory/discontinue", tag = "inventory",
-    request_body(content = docs::DiscontinueRequest, content_type = "application/json"),
+    request_body(content = Discontinue, content_type = "application/json"),
     responses(
         (status = 204, description = "Discontinued (or already was)"),
+        DiscontinueErrors,
     ))]
 pub async fn discontinue_product(
     State(state): State<AppState>,
@@ -299,6 +344,11 @@ pub async fn discontinue_product(
     invalidate(&state, &request.manager).await;
     Ok(written(StatusCode::NO_CONTENT, (), entry, &context))
 }
+
+docs::errors!(
+    /// The errors of `POST /api/inventory/discontinue`.
+    DiscontinueErrors: Write [ProductNotFound]
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{
     AppState, docs,
-    idempotency::{self, Begun},
+    idempotency::{self, Begun, IdempotencyKey},
     invalidate,
     request::{JsonBody, RequestContext},
     written,
@@ -59,9 +59,9 @@ pub struct ProcessOrderResponse {
 /// to a manager and are kept at least 24 hours. A first request that fails
 /// for a passing reason (5xx) frees its key.
 #[utoipa::path(post, path = "/api/orders/process", tag = "orders",
-    request_body(content = docs::ProcessOrderRequest, content_type = "application/json"),
-    params(docs::IdempotencyKey),
-    responses((status = 200, description = "Order processed", body = ProcessOrderResponse)))]
+    request_body(content = NewOrder, content_type = "application/json"),
+    params(IdempotencyKey),
+    responses((status = 200, description = "Order processed", body = ProcessOrderResponse), ProcessOrderErrors))]
 pub async fn process_order(
     State(state): State<AppState>,
     context: RequestContext,
@@ -98,6 +98,17 @@ pub async fn process_order(
     ))
 }
 
+docs::errors!(
+    /// The errors of `POST /api/orders/process`.
+    ProcessOrderErrors: Write [
+        ProductNotFound,
+        ProductDiscontinued,
+        InsufficientStock,
+        IdempotencyKeyReused,
+        IdempotencyKeyInUse,
+    ]
+);
+
 fn processed(order_id: OrderId, total_amount: Money) -> ProcessOrderResponse {
     ProcessOrderResponse {
         order_id,
@@ -118,8 +129,8 @@ fn processed(order_id: OrderId, total_amount: Money) -> ProcessOrderResponse {
 /// changes (409 `QUANTITY_OUT_OF_RANGE`).
 #[utoipa::path(post, path = "/api/orders/{order_id}/cancel", tag = "orders",
     params(("order_id" = String, Path, description = "The order, e.g. `ord_001`", example = "ord_001")),
-    request_body(content = docs::CancelOrderRequest, content_type = "application/json"),
-    responses((status = 200, description = "The order, cancelled", body = OrderView)))]
+    request_body(content = CancelOrder, content_type = "application/json"),
+    responses((status = 200, description = "The order, cancelled", body = OrderView), CancelOrderErrors))]
 pub async fn cancel_order(
     State(state): State<AppState>,
     context: RequestContext,
@@ -139,3 +150,8 @@ pub async fn cancel_order(
     invalidate(&state, &request.manager).await;
     Ok(written(StatusCode::OK, Json(order), entry, &context))
 }
+
+docs::errors!(
+    /// The errors of `POST /api/orders/{order_id}/cancel`.
+    CancelOrderErrors: Write [OrderNotFound, QuantityOutOfRange]
+);

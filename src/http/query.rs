@@ -8,6 +8,11 @@ use axum::{
     http::{HeaderValue, request::Parts},
 };
 
+use utoipa::openapi::{
+    KnownFormat, ObjectBuilder, SchemaFormat, Type,
+    path::{Parameter, ParameterBuilder, ParameterIn},
+};
+
 use crate::domain::{ManagerId, Problems};
 
 /// A parsed query string. Unknown parameters are ignored; of a repeated
@@ -20,6 +25,8 @@ pub struct Query {
 impl Query {
     /// Page size when `limit` is absent.
     pub const DEFAULT_LIMIT: u32 = 100;
+    /// Smallest page size.
+    pub const MIN_LIMIT: u32 = 1;
     /// Largest page size.
     pub const MAX_LIMIT: u32 = 1000;
 
@@ -57,15 +64,32 @@ impl Query {
         bad.into_result(|| manager)
     }
 
-    /// `limit`: 1 to [`Self::MAX_LIMIT`], default [`Self::DEFAULT_LIMIT`].
+    /// `limit`: [`Self::MIN_LIMIT`] to [`Self::MAX_LIMIT`], default
+    /// [`Self::DEFAULT_LIMIT`].
     pub fn limit(&self, bad: &mut Problems) -> Option<u32> {
         self.optional(bad, "limit", |text| {
             text.parse()
                 .ok()
-                .filter(|n| (1..=Self::MAX_LIMIT).contains(n))
-                .ok_or_else(|| format!("must be an integer from 1 to {}", Self::MAX_LIMIT))
+                .filter(|n| (Self::MIN_LIMIT..=Self::MAX_LIMIT).contains(n))
+                .ok_or_else(|| format!("must be an integer from {} to {}", Self::MIN_LIMIT, Self::MAX_LIMIT))
         })
         .map(|limit| limit.unwrap_or(Self::DEFAULT_LIMIT))
+    }
+
+    /// The `limit` parameter as the OpenAPI document states it.
+    pub fn limit_parameter() -> Parameter {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(Self::MIN_LIMIT))
+            .maximum(Some(Self::MAX_LIMIT));
+        let description = format!(
+            "Page size, {}–{} (default {}).",
+            Self::MIN_LIMIT,
+            Self::MAX_LIMIT,
+            Self::DEFAULT_LIMIT
+        );
+        parameter("limit", &description, schema, None)
     }
 
     /// An optional parameter: `Some(None)` when absent, `Some(Some(value))`
@@ -81,6 +105,23 @@ impl Query {
             Some(text) => bad.check(name, parse(text)).map(Some),
         }
     }
+}
+
+/// An optional query parameter as the OpenAPI document states it.
+pub fn parameter(name: &str, description: &str, schema: ObjectBuilder, example: Option<&str>) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .description(Some(description))
+        .required(utoipa::openapi::Required::False)
+        .schema(Some(schema))
+        .example(example.map(Into::into))
+        .build()
+}
+
+/// A string whose texts match `pattern`.
+pub fn pattern(pattern: impl Into<String>) -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern))
 }
 
 /// The query the `/api/` middleware already parsed (or, elsewhere, the
