@@ -668,6 +668,7 @@ fn the_documents_patterns_are_exactly_the_services_rules() {
 /// file each is in: a route added beside the documented ones.
 fn registered_paths() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    let registration = regex::Regex::new(r#"\.(route|route_service|nest|nest_service)\(\s*"([^"]*)""#).unwrap();
     let mut found = Vec::new();
     let mut files = vec![dir];
     while let Some(path) = files.pop() {
@@ -676,7 +677,6 @@ fn registered_paths() -> Vec<(String, String)> {
             continue;
         }
         let source = std::fs::read_to_string(&path).unwrap();
-        let registration = regex::Regex::new(r#"\.(route|route_service|nest|nest_service)\(\s*"([^"]*)""#).unwrap();
         for captures in registration.captures_iter(&source) {
             found.push((path.display().to_string(), captures[2].to_owned()));
         }
