@@ -2,7 +2,7 @@
 //! sent in: `{"error": {"code", "message", "details"}}`. Causes of 5xx errors
 //! are logged here and never sent.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap, fmt};
 
 use axum::{
     Json,
@@ -12,26 +12,29 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{
-    domain::{Problems, problems::Details},
-    store::{
-        Failure,
-        adjustments::{AdjustRefusal, Problem},
-        order_history::CancelRefusal,
-        orders::{OrderRefusal, Refusal},
-        products::UpsertRefusal,
-    },
-};
+use crate::domain::{Problems, problems::Details};
 
-/// Declares every error code once: its status, and when it is answered (the
-/// text the OpenAPI document gives it). Responses, the document's error
-/// responses and their examples are all derived from this list.
+/// Declares every error code once: its status, its text, the message it is
+/// sent with, when it is answered (the text the OpenAPI document gives it),
+/// and its details: either `details` every such error carries, or an
+/// `example` of the details the code's errors are given where they are made.
+/// An `example_message` replaces the message in the example when the real
+/// one is made from numbers. Responses, the document's error responses and
+/// their examples are all derived from this list.
 macro_rules! codes {
-    ($($variant:ident = $status:ident, $text:literal, $when:literal;)*) => {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $status:ident, $text:literal {
+            message: $message:literal,
+            $(example_message: $example_message:literal,)?
+            when: $when:literal,
+            $kind:ident: {$($key:literal: $why:literal),* $(,)?} $(,)?
+        }
+    )*) => {
         /// An error code of the API.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Code {
-            $(#[doc = $when] $variant),*
+            $($(#[$doc])* #[doc = $when] $variant),*
         }
 
         impl Code {
@@ -52,163 +55,151 @@ macro_rules! codes {
             pub fn when(self) -> &'static str {
                 match self { $(Code::$variant => $when),* }
             }
+
+            /// The message an error with this code is sent with, unless it
+            /// was given its own.
+            pub fn message(self) -> &'static str {
+                match self { $(Code::$variant => $message),* }
+            }
+
+            /// The details every error with this code carries (empty for
+            /// codes whose details are given where the error is made).
+            fn default_details(self) -> Details {
+                match self { $(Code::$variant => codes!(@details $kind {$($key: $why),*})),* }
+            }
+
+            /// A typical error with this code: the example the OpenAPI
+            /// document shows.
+            pub fn example(self) -> AppError {
+                match self {
+                    $(Code::$variant => AppError::new(self)
+                        .with_message(codes!(@first $($example_message,)? $message))
+                        .with_details(Details::from([$(($key.to_owned(), $why.to_owned())),*]))),*
+                }
+            }
         }
     };
+    (@details details {$($key:literal: $why:literal),*}) => {
+        Details::from([$(($key.to_owned(), $why.to_owned())),*])
+    };
+    (@details example {$($key:literal: $why:literal),*}) => {
+        Details::new()
+    };
+    (@first $first:literal $(, $rest:literal)*) => { $first };
 }
 
 codes! {
-    InvalidRequest = BAD_REQUEST, "INVALID_REQUEST",
-        "Malformed JSON or invalid fields; `details` lists every one by JSON path.";
-    UnsupportedMediaType = UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "The body's Content-Type is not JSON.";
-    PayloadTooLarge = PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "The body is larger than the configured limit.";
-    ProductNotFound = NOT_FOUND, "PRODUCT_NOT_FOUND",
-        "A product that is not the manager's (or no product at all); every such item is listed.";
-    OrderNotFound = NOT_FOUND, "ORDER_NOT_FOUND", "An order that is not the manager's (or no order at all).";
-    ProductDiscontinued = CONFLICT, "PRODUCT_DISCONTINUED", "Discontinued products; every such line is listed.";
-    InsufficientStock = CONFLICT, "INSUFFICIENT_STOCK",
-        "Less stock than asked (or a difference leaving less than none); every such item is listed.";
-    QuantityOutOfRange = CONFLICT, "QUANTITY_OUT_OF_RANGE",
-        "The change would take a product's stock above 1,000,000,000; every such item is listed.";
-    ProductNameTaken = CONFLICT, "PRODUCT_NAME_TAKEN", "A new name that another of the manager's products has.";
-    RateLimitExceeded = TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED",
-        "The manager's requests in the rolling window are spent; `Retry-After` says when a slot frees.";
-    IdempotencyKeyReused = UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED",
-        "The Idempotency-Key was first used with another body or another operation.";
-    IdempotencyKeyInUse = CONFLICT, "IDEMPOTENCY_KEY_IN_USE",
-        "The first request with this Idempotency-Key has not finished.";
-    NotFound = NOT_FOUND, "NOT_FOUND", "No route has this path.";
-    MethodNotAllowed = METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "The path exists, the method does not.";
-    ServiceUnavailable = SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE",
-        "The database is unavailable or the audit log is not keeping up; nothing changed; retry after `Retry-After` seconds.";
-    OutcomeUnknown = SERVICE_UNAVAILABLE, "OUTCOME_UNKNOWN",
-        "The write was sent but its outcome could not be learnt (the connection to the database was lost, or the request's deadline passed while it ran): it may have been applied. Retry with the same `Idempotency-Key` to get its true answer, or read the resource.";
-    RequestTimeout = REQUEST_TIMEOUT, "REQUEST_TIMEOUT", "The body did not arrive within the request timeout.";
-    Timeout = GATEWAY_TIMEOUT, "TIMEOUT", "The request took longer than the request timeout; nothing changed.";
-    InternalError = INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "A bug; nothing about it is disclosed.";
-}
-
-/// Everything that can go wrong with a request, one variant per error code.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// 400: fields that failed validation, or a body that is not JSON.
-    #[error("the request has invalid fields")]
-    InvalidRequest(Details),
-    /// 415: a POST whose Content-Type is not JSON.
-    #[error("the request body must be JSON (Content-Type: application/json)")]
-    UnsupportedMediaType,
-    /// 413: a body over the configured limit.
-    #[error("the request body is too large")]
-    PayloadTooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// 404: products that are not this manager's (or do not exist).
-    #[error("no such product for this manager")]
-    ProductNotFound(Details),
-    /// 409: products that are discontinued.
-    #[error("some products are discontinued")]
-    ProductDiscontinued(Details),
-    /// 409: lines asking for more than is in stock.
-    #[error("not enough stock for some products")]
-    InsufficientStock(Details),
-    /// 404: an order that is not this manager's (or does not exist).
-    #[error("no such order for this manager")]
-    OrderNotFound(Details),
-    /// 409: changes that would take stock past the most a product may hold.
-    #[error("the stock would exceed 1000000000")]
-    QuantityOutOfRange(Details),
-    /// 409: a new name another product of the manager already has.
-    #[error("another product already has this name")]
-    ProductNameTaken(Details),
-    /// 429: the manager's request budget is spent.
-    #[error("over {limit} requests in {window_secs} seconds for this manager")]
-    RateLimited {
-        /// Requests allowed per window.
-        limit: u32,
-        /// The window in seconds.
-        window_secs: u64,
-        /// Seconds until the next request would be admitted.
-        retry_after_secs: u64,
-    },
-    /// 422: an Idempotency-Key reused with another body.
-    #[error("this Idempotency-Key was used with a different request body")]
-    IdempotencyKeyReused,
-    /// 409: an Idempotency-Key whose first request is still running.
-    #[error("a request with this Idempotency-Key is still being processed")]
-    IdempotencyKeyInUse,
-    /// 404: no route has this path.
-    #[error("no such route")]
-    NoRoute,
-    /// 405: the path exists, the method does not.
-    #[error("method not allowed on this route")]
-    MethodNotAllowed,
-    /// 503: the database (or another dependency) is unavailable.
-    #[error("the service is temporarily unavailable, try again shortly")]
-    Unavailable(#[source] anyhow::Error),
-    /// 503: a write whose outcome could not be learnt; it may have been applied.
-    #[error("the write may or may not have been applied; retry with the same Idempotency-Key to learn its outcome")]
-    OutcomeUnknown,
-    /// 408: the request body did not arrive within the configured timeout.
-    #[error("the request body did not arrive in time")]
-    RequestTimeout,
-    /// 504: the request took longer than the configured timeout.
-    #[error("the request took too long")]
-    Timeout,
-    /// 500: anything else; the cause goes to the log only.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
-}
-
-impl Code {
-    /// A typical error with this code: the example the OpenAPI document shows.
-    pub fn example(self) -> AppError {
-        let one = |key: &str, why: &str| Details::from([(key.to_owned(), why.to_owned())]);
-        match self {
-            Code::InvalidRequest => AppError::InvalidRequest(Details::from([
-                (
-                    "products[0].price".to_owned(),
-                    "must have at most 2 decimal places".to_owned(),
-                ),
-                (
-                    "products[1].quantity".to_owned(),
-                    "must be an integer from 0 to 1000000000".to_owned(),
-                ),
-            ])),
-            Code::UnsupportedMediaType => AppError::UnsupportedMediaType,
-            Code::PayloadTooLarge => AppError::PayloadTooLarge { limit: 1_048_576 },
-            Code::ProductNotFound => {
-                AppError::ProductNotFound(one("products[1].product_id", "not a product of this manager"))
-            }
-            Code::OrderNotFound => AppError::order_not_found(),
-            Code::ProductDiscontinued => {
-                AppError::ProductDiscontinued(one("products[0].product_id", "is discontinued"))
-            }
-            Code::InsufficientStock => {
-                AppError::InsufficientStock(one("products[0].quantity", "requested 5, available 2"))
-            }
-            Code::QuantityOutOfRange => AppError::QuantityOutOfRange(one(
-                "adjustments[0].delta",
-                "would make 1000000005 (at most 1000000000)",
-            )),
-            Code::ProductNameTaken => {
-                AppError::ProductNameTaken(one("products[0].name", "prod_002 already has this name"))
-            }
-            Code::RateLimitExceeded => AppError::RateLimited {
-                limit: 100,
-                window_secs: 3600,
-                retry_after_secs: 1712,
-            },
-            Code::IdempotencyKeyReused => AppError::IdempotencyKeyReused,
-            Code::IdempotencyKeyInUse => AppError::IdempotencyKeyInUse,
-            Code::NotFound => AppError::NoRoute,
-            Code::MethodNotAllowed => AppError::MethodNotAllowed,
-            Code::ServiceUnavailable => AppError::Unavailable(anyhow::anyhow!("example")),
-            Code::OutcomeUnknown => AppError::OutcomeUnknown,
-            Code::RequestTimeout => AppError::RequestTimeout,
-            Code::Timeout => AppError::Timeout,
-            Code::InternalError => AppError::Internal(anyhow::anyhow!("example")),
-        }
+    InvalidRequest = BAD_REQUEST, "INVALID_REQUEST" {
+        message: "the request has invalid fields",
+        when: "Malformed JSON or invalid fields; `details` lists every one by JSON path.",
+        example: {
+            "products[0].price": "must have at most 2 decimal places",
+            "products[1].quantity": "must be an integer from 0 to 1000000000",
+        },
     }
+    UnsupportedMediaType = UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE" {
+        message: "the request body must be JSON (Content-Type: application/json)",
+        when: "The body's Content-Type is not JSON.",
+        details: {"Content-Type": "must be application/json"},
+    }
+    PayloadTooLarge = PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE" {
+        message: "the request body is too large",
+        when: "The body is larger than the configured limit.",
+        example: {"body": "must be at most 1048576 bytes"},
+    }
+    ProductNotFound = NOT_FOUND, "PRODUCT_NOT_FOUND" {
+        message: "no such product for this manager",
+        when: "A product that is not the manager's (or no product at all); every such item is listed.",
+        example: {"products[1].product_id": "not a product of this manager"},
+    }
+    OrderNotFound = NOT_FOUND, "ORDER_NOT_FOUND" {
+        message: "no such order for this manager",
+        when: "An order that is not the manager's (or no order at all).",
+        details: {"order_id": "not an order of this manager"},
+    }
+    ProductDiscontinued = CONFLICT, "PRODUCT_DISCONTINUED" {
+        message: "some products are discontinued",
+        when: "Discontinued products; every such line is listed.",
+        example: {"products[0].product_id": "is discontinued"},
+    }
+    InsufficientStock = CONFLICT, "INSUFFICIENT_STOCK" {
+        message: "not enough stock for some products",
+        when: "Less stock than asked (or a difference leaving less than none); every such item is listed.",
+        example: {"products[0].quantity": "requested 5, available 2"},
+    }
+    QuantityOutOfRange = CONFLICT, "QUANTITY_OUT_OF_RANGE" {
+        message: "the stock would exceed 1000000000",
+        when: "The change would take a product's stock above 1,000,000,000; every such item is listed.",
+        example: {"adjustments[0].delta": "would make 1000000005 (at most 1000000000)"},
+    }
+    ProductNameTaken = CONFLICT, "PRODUCT_NAME_TAKEN" {
+        message: "another product already has this name",
+        when: "A new name that another of the manager's products has.",
+        example: {"products[0].name": "prod_002 already has this name"},
+    }
+    RateLimitExceeded = TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED" {
+        message: "too many requests for this manager",
+        example_message: "over 100 requests in 3600 seconds for this manager",
+        when: "The manager's requests in the rolling window are spent; `Retry-After` says when a slot frees.",
+        example: {"manager_id": "over 100 requests in 3600 seconds for this manager; retry in 1712 seconds"},
+    }
+    IdempotencyKeyReused = UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED" {
+        message: "this Idempotency-Key was used with a different request body",
+        when: "The Idempotency-Key was first used with another body or another operation.",
+        details: {"Idempotency-Key": "was first used with a different body"},
+    }
+    IdempotencyKeyInUse = CONFLICT, "IDEMPOTENCY_KEY_IN_USE" {
+        message: "a request with this Idempotency-Key is still being processed",
+        when: "The first request with this Idempotency-Key has not finished.",
+        details: {"Idempotency-Key": "the first request with this key has not finished"},
+    }
+    NotFound = NOT_FOUND, "NOT_FOUND" {
+        message: "no such route",
+        when: "No route has this path.",
+        details: {},
+    }
+    MethodNotAllowed = METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED" {
+        message: "method not allowed on this route",
+        when: "The path exists, the method does not.",
+        details: {},
+    }
+    ServiceUnavailable = SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE" {
+        message: "the service is temporarily unavailable, try again shortly",
+        when: "The database is unavailable or the audit log is not keeping up; nothing changed; retry after `Retry-After` seconds.",
+        details: {},
+    }
+    OutcomeUnknown = SERVICE_UNAVAILABLE, "OUTCOME_UNKNOWN" {
+        message: "the write may or may not have been applied; retry with the same Idempotency-Key to learn its outcome",
+        when: "The write was sent but its outcome could not be learnt (the connection to the database was lost, or the request's deadline passed while it ran): it may have been applied. Retry with the same `Idempotency-Key` to get its true answer, or read the resource.",
+        details: {},
+    }
+    RequestTimeout = REQUEST_TIMEOUT, "REQUEST_TIMEOUT" {
+        message: "the request body did not arrive in time",
+        when: "The body did not arrive within the request timeout.",
+        details: {},
+    }
+    Timeout = GATEWAY_TIMEOUT, "TIMEOUT" {
+        message: "the request took too long",
+        when: "The request took longer than the request timeout; nothing changed.",
+        details: {},
+    }
+    InternalError = INTERNAL_SERVER_ERROR, "INTERNAL_ERROR" {
+        message: "internal error",
+        when: "A bug; nothing about it is disclosed.",
+        details: {},
+    }
+}
+
+/// Everything that can go wrong with a request: a code (which fixes the
+/// status), the message and details sent, and what is kept back: the cause
+/// (logged, never sent) and, for a 429, when to retry.
+#[derive(Debug)]
+pub struct AppError {
+    code: Code,
+    message: Cow<'static, str>,
+    details: Details,
+    retry_after_secs: Option<u64>,
+    cause: Option<anyhow::Error>,
 }
 
 /// The error code a response carried, left in its extensions for the audit.
@@ -225,181 +216,195 @@ pub struct ConnectionLost;
 pub const RETRY_UNAVAILABLE_SECS: u64 = 1;
 
 impl AppError {
+    /// An error with this code, its message and its details as the catalogue
+    /// declares them.
+    pub fn new(code: Code) -> Self {
+        Self {
+            code,
+            message: Cow::Borrowed(code.message()),
+            details: code.default_details(),
+            retry_after_secs: None,
+            cause: None,
+        }
+    }
+
+    /// The same error with these details.
+    #[must_use]
+    pub fn with_details(mut self, details: Details) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// The same error naming one field (JSON path) and what is wrong with it.
+    #[must_use]
+    pub fn with_detail(self, field: &str, why: impl Into<String>) -> Self {
+        self.with_details(Details::from([(field.to_owned(), why.into())]))
+    }
+
+    /// The same error with another message.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// The same error with a cause: logged, never sent.
+    #[must_use]
+    pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// 400 naming one field.
+    pub fn invalid(field: &str, why: impl Into<String>) -> Self {
+        Self::new(Code::InvalidRequest).with_detail(field, why)
+    }
+
+    /// 404 for an order that is not the manager's.
+    pub fn order_not_found() -> Self {
+        Self::new(Code::OrderNotFound)
+    }
+
+    /// 404 for a product that is not the manager's, named by `field`.
+    pub fn product_not_found(field: &str, why: impl Into<String>) -> Self {
+        Self::new(Code::ProductNotFound).with_detail(field, why)
+    }
+
+    /// 413 for a body over `limit` bytes (0 when the limit is not known).
+    pub fn payload_too_large(limit: usize) -> Self {
+        let why = match limit {
+            0 => "is too large".to_owned(),
+            limit => format!("must be at most {limit} bytes"),
+        };
+        Self::new(Code::PayloadTooLarge).with_detail("body", why)
+    }
+
+    /// 429: over `limit` requests in `window_secs`; the next would be
+    /// admitted in `retry_after_secs` (sent as `Retry-After`).
+    pub fn rate_limited(limit: u32, window_secs: u64, retry_after_secs: u64) -> Self {
+        let message = format!("over {limit} requests in {window_secs} seconds for this manager");
+        let why = format!("{message}; retry in {retry_after_secs} seconds");
+        let mut err = Self::new(Code::RateLimitExceeded)
+            .with_message(message)
+            .with_detail("manager_id", why);
+        err.retry_after_secs = Some(retry_after_secs);
+        err
+    }
+
+    /// 503: the database (or another dependency) is unavailable; `cause`
+    /// is logged.
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Self::new(Code::ServiceUnavailable).with_cause(cause)
+    }
+
+    /// 503: a write whose outcome could not be learnt; it may have been
+    /// applied.
+    pub fn outcome_unknown() -> Self {
+        Self::new(Code::OutcomeUnknown)
+    }
+
+    /// 504: the request took longer than the configured timeout.
+    pub fn timeout() -> Self {
+        Self::new(Code::Timeout)
+    }
+
+    /// 500: anything else; `cause` goes to the log only.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::new(Code::InternalError).with_cause(cause)
+    }
+
     /// The code of this error (which fixes its status).
     pub fn code(&self) -> Code {
-        use AppError::*;
-        match self {
-            InvalidRequest(_) => Code::InvalidRequest,
-            UnsupportedMediaType => Code::UnsupportedMediaType,
-            PayloadTooLarge { .. } => Code::PayloadTooLarge,
-            ProductNotFound(_) => Code::ProductNotFound,
-            OrderNotFound(_) => Code::OrderNotFound,
-            ProductDiscontinued(_) => Code::ProductDiscontinued,
-            InsufficientStock(_) => Code::InsufficientStock,
-            QuantityOutOfRange(_) => Code::QuantityOutOfRange,
-            ProductNameTaken(_) => Code::ProductNameTaken,
-            RateLimited { .. } => Code::RateLimitExceeded,
-            IdempotencyKeyReused => Code::IdempotencyKeyReused,
-            IdempotencyKeyInUse => Code::IdempotencyKeyInUse,
-            NoRoute => Code::NotFound,
-            MethodNotAllowed => Code::MethodNotAllowed,
-            Unavailable(_) => Code::ServiceUnavailable,
-            OutcomeUnknown => Code::OutcomeUnknown,
-            RequestTimeout => Code::RequestTimeout,
-            Timeout => Code::Timeout,
-            Internal(_) => Code::InternalError,
-        }
+        self.code
+    }
+
+    /// The message sent.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The details sent: JSON path → reason.
+    pub fn details(&self) -> &Details {
+        &self.details
+    }
+
+    /// The cause, if any: logged, never sent.
+    pub fn cause(&self) -> Option<&anyhow::Error> {
+        self.cause.as_ref()
+    }
+
+    /// True for a 503 whose cause was a lost database connection: a write
+    /// that failed so may have been applied.
+    pub fn is_connection_lost(&self) -> bool {
+        self.code == Code::ServiceUnavailable && self.cause.as_ref().is_some_and(is_connection_lost)
+    }
+
+    /// Seconds a client should wait before retrying, sent as `Retry-After`:
+    /// the rate limit's own, or [`RETRY_UNAVAILABLE_SECS`] for any 503.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+            .or_else(|| (self.code.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_UNAVAILABLE_SECS))
     }
 
     /// Status, code and details.
     pub fn parts(&self) -> (StatusCode, &'static str, Details) {
-        use AppError::*;
-        let field = |key: &str, why: String| Details::from([(key.to_owned(), why)]);
-        let details = match self {
-            InvalidRequest(d)
-            | ProductNotFound(d)
-            | OrderNotFound(d)
-            | ProductDiscontinued(d)
-            | InsufficientStock(d)
-            | QuantityOutOfRange(d)
-            | ProductNameTaken(d) => d.clone(),
-            UnsupportedMediaType => field("Content-Type", "must be application/json".into()),
-            PayloadTooLarge { limit } => field(
-                "body",
-                match limit {
-                    0 => "is too large".to_owned(),
-                    limit => format!("must be at most {limit} bytes"),
-                },
-            ),
-            RateLimited { retry_after_secs, .. } => {
-                field("manager_id", format!("{self}; retry in {retry_after_secs} seconds"))
-            }
-            IdempotencyKeyReused => field("Idempotency-Key", "was first used with a different body".into()),
-            IdempotencyKeyInUse => field(
-                "Idempotency-Key",
-                "the first request with this key has not finished".into(),
-            ),
-            NoRoute | MethodNotAllowed | Unavailable(_) | OutcomeUnknown | RequestTimeout | Timeout | Internal(_) => {
-                Details::new()
-            }
-        };
-        let code = self.code();
-        (code.status(), code.as_str(), details)
+        (self.code.status(), self.code.as_str(), self.details.clone())
     }
 
     /// The error for a bare error status made outside the handlers (a
     /// rejection by a layer): the same status, with its own code.
     pub fn from_status(status: StatusCode) -> Self {
         match status {
-            StatusCode::NOT_FOUND => Self::NoRoute,
-            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
-            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge { limit: 0 },
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
-            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
-            StatusCode::GATEWAY_TIMEOUT => Self::Timeout,
-            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(anyhow::anyhow!("bare 503 response")),
-            status if status.is_server_error() => Self::Internal(anyhow::anyhow!("bare {status} response")),
+            StatusCode::NOT_FOUND => Self::new(Code::NotFound),
+            StatusCode::METHOD_NOT_ALLOWED => Self::new(Code::MethodNotAllowed),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(0),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(Code::UnsupportedMediaType),
+            StatusCode::REQUEST_TIMEOUT => Self::new(Code::RequestTimeout),
+            StatusCode::GATEWAY_TIMEOUT => Self::timeout(),
+            StatusCode::SERVICE_UNAVAILABLE => Self::unavailable(anyhow::anyhow!("bare 503 response")),
+            status if status.is_server_error() => Self::internal(anyhow::anyhow!("bare {status} response")),
             status => Self::invalid("request", status.canonical_reason().unwrap_or("rejected")),
         }
     }
 
-    /// The 404 for an order that is not the manager's.
-    pub fn order_not_found() -> Self {
-        Self::OrderNotFound(Details::from([(
-            "order_id".to_owned(),
-            "not an order of this manager".to_owned(),
-        )]))
-    }
-
-    /// A 400 naming one field.
-    pub fn invalid(field: &str, why: impl Into<String>) -> Self {
-        Self::InvalidRequest(Details::from([(field.to_owned(), why.into())]))
-    }
-
     /// The body of this error's response.
     pub fn envelope(&self) -> ErrorEnvelope {
-        let (_, code, details) = self.parts();
         ErrorEnvelope {
             error: ErrorBody {
-                code: code.to_owned(),
-                message: self.to_string(),
-                details,
+                code: self.code.as_str().to_owned(),
+                message: self.message.clone().into_owned(),
+                details: self.details.clone(),
             },
         }
-    }
-
-    /// True for a 503 whose cause was a lost database connection: a write
-    /// that failed so may have been applied.
-    pub fn is_connection_lost(&self) -> bool {
-        matches!(self, Self::Unavailable(cause) if is_connection_lost(cause))
     }
 
     /// True for an order refused for what the products are (not found,
     /// discontinued, short of stock): an outcome, not a failure.
     pub fn is_refusal(&self) -> bool {
         matches!(
-            self,
-            Self::ProductNotFound(_)
-                | Self::ProductDiscontinued(_)
-                | Self::InsufficientStock(_)
-                | Self::QuantityOutOfRange(_)
+            self.code,
+            Code::ProductNotFound | Code::ProductDiscontinued | Code::InsufficientStock | Code::QuantityOutOfRange
         )
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AppError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_ref()
+            .map(|cause| cause.as_ref() as &(dyn std::error::Error + 'static))
     }
 }
 
 impl From<Problems> for AppError {
     fn from(problems: Problems) -> Self {
-        Self::InvalidRequest(problems.into_details())
-    }
-}
-
-impl<R: Into<AppError>> From<Failure<R>> for AppError {
-    fn from(failure: Failure<R>) -> Self {
-        match failure {
-            Failure::Refused(reason) => reason.into(),
-            Failure::Database(err) => err.into(),
-        }
-    }
-}
-
-impl From<UpsertRefusal> for AppError {
-    fn from(refusal: UpsertRefusal) -> Self {
-        match refusal {
-            UpsertRefusal::NotFound(d) => Self::ProductNotFound(d),
-            UpsertRefusal::Twice(d) => Self::InvalidRequest(d),
-            UpsertRefusal::NameTaken(d) => Self::ProductNameTaken(d),
-        }
-    }
-}
-
-impl From<OrderRefusal> for AppError {
-    fn from(refusal: OrderRefusal) -> Self {
-        match refusal {
-            OrderRefusal::Products(Refusal::NotFound, d) => Self::ProductNotFound(d),
-            OrderRefusal::Products(Refusal::Discontinued, d) => Self::ProductDiscontinued(d),
-            OrderRefusal::Products(Refusal::InsufficientStock, d) => Self::InsufficientStock(d),
-            OrderRefusal::ClaimLost => Self::IdempotencyKeyInUse,
-        }
-    }
-}
-
-impl From<AdjustRefusal> for AppError {
-    fn from(refusal: AdjustRefusal) -> Self {
-        match refusal {
-            AdjustRefusal::Products(Problem::NotFound, d) => Self::ProductNotFound(d),
-            AdjustRefusal::Products(Problem::InsufficientStock, d) => Self::InsufficientStock(d),
-            AdjustRefusal::Products(Problem::OutOfRange, d) => Self::QuantityOutOfRange(d),
-            AdjustRefusal::ClaimLost => Self::IdempotencyKeyInUse,
-        }
-    }
-}
-
-impl From<CancelRefusal> for AppError {
-    fn from(refusal: CancelRefusal) -> Self {
-        match refusal {
-            CancelRefusal::NotFound => Self::order_not_found(),
-            CancelRefusal::OutOfRange(d) => Self::QuantityOutOfRange(d),
-        }
+        Self::new(Code::InvalidRequest).with_details(problems.into_details())
     }
 }
 
@@ -409,17 +414,15 @@ impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::Unavailable(err.into())
+                Self::unavailable(err)
             }
-            sqlx::Error::Database(ref db) if is_unavailable_state(db.code().as_deref()) => {
-                Self::Unavailable(err.into())
-            }
+            sqlx::Error::Database(ref db) if is_unavailable_state(db.code().as_deref()) => Self::unavailable(err),
             // statement_timeout (57014) or lock_timeout (55P03): the database
             // is too busy to answer in time; the client may retry.
             sqlx::Error::Database(ref db) if matches!(db.code().as_deref(), Some("57014" | "55P03")) => {
-                Self::Unavailable(err.into())
+                Self::unavailable(err)
             }
-            other => Self::Internal(anyhow::Error::new(other).context("database query failed")),
+            other => Self::internal(anyhow::Error::new(other).context("database query failed")),
         }
     }
 }
@@ -472,19 +475,15 @@ pub struct ErrorBody {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        match &self {
-            Self::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
-            Self::Unavailable(cause) => tracing::warn!(error = ?cause, "dependency unavailable"),
-            _ => {}
+        match (&self.cause, self.code) {
+            (Some(cause), Code::InternalError) => tracing::error!(error = ?cause, "internal error"),
+            (None, Code::InternalError) => tracing::error!("internal error"),
+            (Some(cause), _) => tracing::warn!(error = ?cause, "dependency unavailable"),
+            (None, _) => {}
         }
-        let (status, code, _) = self.parts();
-        let lost = matches!(&self, Self::Unavailable(cause) if is_connection_lost(cause));
-        let mut response = (status, Json(self.envelope())).into_response();
-        let retry_after = match self {
-            Self::RateLimited { retry_after_secs, .. } => Some(retry_after_secs),
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_UNAVAILABLE_SECS),
-            _ => None,
-        };
+        let lost = self.code == Code::ServiceUnavailable && self.cause.as_ref().is_some_and(is_connection_lost);
+        let retry_after = self.retry_after_secs();
+        let mut response = (self.code.status(), Json(self.envelope())).into_response();
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
@@ -493,7 +492,7 @@ impl IntoResponse for AppError {
         if lost {
             response.extensions_mut().insert(ConnectionLost);
         }
-        response.extensions_mut().insert(ErrorCode(code));
+        response.extensions_mut().insert(ErrorCode(self.code.as_str()));
         response
     }
 }
@@ -545,13 +544,13 @@ mod tests {
         ] {
             assert!(code.example().is_refusal(), "{code:?}");
         }
-        assert!(!AppError::Timeout.is_refusal());
+        assert!(!AppError::timeout().is_refusal());
         assert!(!Code::IdempotencyKeyInUse.example().is_refusal());
     }
 
     #[tokio::test]
     async fn internal_errors_never_leak_their_cause() {
-        let response = AppError::Internal(anyhow::anyhow!("secret SQL text")).into_response();
+        let response = AppError::internal(anyhow::anyhow!("secret SQL text")).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
             response.extensions().get::<ErrorCode>(),

@@ -1,17 +1,24 @@
 //! Stock changed by differences: a restock never erases a sale that happened
 //! between a manager's read and write.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap, ops::RangeInclusive};
 
-use serde_json::Value;
-
-use super::{
-    ManagerId, Problems, ProductId,
-    problems::{integer, list, object, text},
+use serde_json::{Value, json};
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type},
 };
 
-/// The largest stock a product may hold, and the largest difference.
-pub const MAX_STOCK: i64 = 1_000_000_000;
+pub use super::product::MAX_STOCK;
+use super::{
+    ManagerId, Problems, ProductId,
+    ids::client_id_property,
+    problems::{integer, list, object, text},
+    schema,
+};
+
+/// A difference: within ±[`MAX_STOCK`], and never 0.
+pub const DELTA: RangeInclusive<i64> = -MAX_STOCK..=MAX_STOCK;
 
 /// One difference to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +39,14 @@ pub struct StockAdjustments {
 }
 
 impl StockAdjustments {
-    /// The most differences one request may carry.
-    pub const MAX_ITEMS: usize = 1000;
+    /// How many differences one request may carry.
+    pub const ITEMS: RangeInclusive<usize> = 1..=1000;
 
     /// Parses the body, reporting every invalid field.
     pub fn parse(body: &Value) -> Result<Self, Problems> {
         let (mut bad, manager) = super::begin(body)?;
         let items = bad
-            .check("adjustments", list(&body["adjustments"], 1..=Self::MAX_ITEMS))
+            .check("adjustments", list(&body["adjustments"], Self::ITEMS))
             .unwrap_or_default();
         let mut adjustments = Vec::with_capacity(items.len());
         let mut seen = HashMap::new();
@@ -69,11 +76,87 @@ impl StockAdjustments {
     }
 }
 
-/// A difference: a non-zero integer within ±1,000,000,000.
+/// A difference: a non-zero integer in [`DELTA`].
 fn parse_delta(value: &Value) -> Result<i32, String> {
-    match integer(value, -MAX_STOCK..=MAX_STOCK)? {
+    match integer(value, DELTA)? {
         0 => Err("must not be 0".into()),
         delta => Ok(delta as i32),
+    }
+}
+
+/// A difference as JSON Schema says it: a non-zero integer in [`DELTA`].
+fn delta_schema() -> Schema {
+    let side = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .build()
+    };
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(side(1, *DELTA.end()))
+            .item(side(*DELTA.start(), -1))
+            .description(Some("Units to add (positive) or take (negative), never 0"))
+            .examples([json!(-3)])
+            .build(),
+    )
+}
+
+/// One difference, as the OpenAPI document states what
+/// [`StockAdjustments::parse`] accepts of it.
+impl PartialSchema for Adjustment {
+    fn schema() -> RefOr<Schema> {
+        schema::object("One difference of stock.")
+            .property(
+                "product_id",
+                schema::string(
+                    "The product; any text that is not one of the manager's product ids is a 404.",
+                    "prod_001",
+                ),
+            )
+            .required("product_id")
+            .property("delta", delta_schema())
+            .required("delta")
+            .into()
+    }
+}
+
+impl ToSchema for Adjustment {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AdjustmentInput")
+    }
+}
+
+/// The body of `POST /api/inventory/adjustments`, as the OpenAPI document
+/// states what [`StockAdjustments::parse`] accepts.
+impl PartialSchema for StockAdjustments {
+    fn schema() -> RefOr<Schema> {
+        let object = schema::object("Body of `POST /api/inventory/adjustments`.")
+            .property("manager_id", client_id_property("The store manager.", "mgr_123"))
+            .required("manager_id")
+            .property(
+                "adjustments",
+                schema::array_of(
+                    &Adjustment::name(),
+                    &Self::ITEMS,
+                    "1–1000 differences, no product twice.",
+                ),
+            )
+            .required("adjustments");
+        let example = json!({"manager_id": "mgr_123", "adjustments": [
+            {"product_id": "prod_001", "delta": 24}, {"product_id": "prod_002", "delta": -3}]});
+        schema::example_of(object, example).into()
+    }
+}
+
+impl ToSchema for StockAdjustments {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AdjustmentsRequest")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((Adjustment::name().into_owned(), Adjustment::schema()));
     }
 }
 

@@ -9,6 +9,7 @@ pub mod problems;
 pub mod product;
 #[cfg(test)]
 mod properties;
+mod schema;
 
 pub use ids::{CustomerId, ManagerId, OrderId, ProductId};
 pub use money::Money;

@@ -3,9 +3,10 @@
 
 use std::str::FromStr;
 
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
+use utoipa::openapi::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 /// An amount of money with at most two decimal places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, sqlx::Type)]
@@ -15,6 +16,12 @@ pub struct Money(Decimal);
 impl Money {
     /// The highest price a product may have.
     pub const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+    /// The most decimal places a price may have.
+    pub const DECIMALS: u32 = 2;
+
+    /// The lowest price a product may have: one unit of the last decimal.
+    pub const MIN_PRICE: Decimal = Decimal::from_parts(1, 0, 0, false, Self::DECIMALS);
 
     /// Parses a product price: a JSON number (never a string such as
     /// `"15.99"`), more than 0, at most 1,000,000, with at most two decimal
@@ -33,12 +40,27 @@ impl Money {
             .or_else(|_| Decimal::from_scientific(text))
             .map_err(|_| "must be a decimal amount".to_owned())?;
         if amount <= Decimal::ZERO || amount > Self::MAX_PRICE {
-            Err("must be more than 0 and at most 1000000".into())
-        } else if amount.normalize().scale() > 2 {
-            Err("must have at most 2 decimal places".into())
+            Err(format!("must be more than 0 and at most {}", Self::MAX_PRICE))
+        } else if amount.normalize().scale() > Self::DECIMALS {
+            Err(format!("must have at most {} decimal places", Self::DECIMALS))
         } else {
-            Ok(Self(amount.round_dp(2)))
+            Ok(Self(amount.round_dp(Self::DECIMALS)))
         }
+    }
+
+    /// The schema of a price in a request body: a JSON number from
+    /// [`Self::MIN_PRICE`] to [`Self::MAX_PRICE`] (a price has at most
+    /// [`Self::DECIMALS`] decimals, so more than 0 is at least the minimum).
+    pub(crate) fn price_schema() -> ObjectBuilder {
+        let builder = ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+            .description(Some(
+                "A JSON number (not a string) > 0 and ≤ 1,000,000 with at most 2 decimals.",
+            ));
+        super::schema::example_of(builder, serde_json::json!(15.99))
+            .maximum(Self::MAX_PRICE.to_i64())
+            .minimum(Self::MIN_PRICE.to_f64())
     }
 
     /// Wraps an amount read from the database (already NUMERIC(_, 2)).

@@ -1,12 +1,18 @@
 //! Customer orders: what a client asks to buy.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap, ops::RangeInclusive};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{KnownFormat, RefOr, Schema, SchemaFormat, schema::RefBuilder},
+};
 
 use super::{
     CustomerId, ManagerId, Problems, ProductId,
+    ids::client_id_property,
     problems::{integer, list, object, text},
+    schema,
 };
 
 /// Where an order stands: derived from whether it was cancelled.
@@ -20,6 +26,15 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status, in the order the API documents them.
+    pub const ALL: [Self; 2] = [Self::Processed, Self::Cancelled];
+
+    /// The statuses as a pattern: `^(processed|cancelled)$`.
+    pub fn pattern() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+        format!("^({})$", names.join("|"))
+    }
+
     /// The status of an order cancelled or not.
     pub fn of(cancelled: bool) -> Self {
         if cancelled { Self::Cancelled } else { Self::Processed }
@@ -38,11 +53,10 @@ impl std::str::FromStr for OrderStatus {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "processed" => Ok(Self::Processed),
-            "cancelled" => Ok(Self::Cancelled),
-            _ => Err("must be one of processed, cancelled".into()),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| "must be one of processed, cancelled".into())
     }
 }
 
@@ -66,8 +80,13 @@ impl CancelOrder {
 pub struct OrderLine {
     /// The product; `None` when the text cannot be an id (not found).
     pub product: Option<ProductId>,
-    /// Units wanted: 1 to 1,000,000.
+    /// Units wanted: [`OrderLine::QUANTITY`].
     pub quantity: i32,
+}
+
+impl OrderLine {
+    /// How many units one line may ask for.
+    pub const QUANTITY: RangeInclusive<i64> = 1..=1_000_000;
 }
 
 /// `POST /api/orders/process`: an order to sell in full or not at all.
@@ -84,8 +103,8 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
-    /// The most lines one order may have.
-    pub const MAX_LINES: usize = 100;
+    /// How many lines one order may have.
+    pub const LINES: RangeInclusive<usize> = 1..=100;
 
     /// Parses the body, reporting every invalid field.
     pub fn parse(body: &Value) -> Result<Self, Problems> {
@@ -106,7 +125,7 @@ impl NewOrder {
             }
         };
         let items = bad
-            .check("products", list(&body["products"], 1..=Self::MAX_LINES))
+            .check("products", list(&body["products"], Self::LINES))
             .unwrap_or_default();
         let mut lines = Vec::with_capacity(items.len());
         let mut seen = HashMap::new();
@@ -117,7 +136,7 @@ impl NewOrder {
                 continue;
             }
             let product = bad.check(at("product_id"), text(&item["product_id"]).map(ProductId::parse));
-            let quantity = bad.check(at("quantity"), integer(&item["quantity"], 1..=1_000_000));
+            let quantity = bad.check(at("quantity"), integer(&item["quantity"], OrderLine::QUANTITY));
             if let Some(Some(id)) = product
                 && let Some(first) = seen.insert(id, i)
             {
@@ -178,6 +197,109 @@ pub fn parse_email(value: &str) -> Result<String, String> {
         Ok(value.to_owned())
     } else {
         Err("must be a valid email address".into())
+    }
+}
+
+/// The customer an order is for, as the OpenAPI document states what
+/// [`NewOrder::parse`] accepts of it.
+fn customer_schema() -> RefOr<Schema> {
+    let email = schema::string(
+        "An email address: a dot-atom local part, `@`, and a domain of\n\
+letter-digit-hyphen labels; at most 254 characters.",
+        "customer@example.com",
+    )
+    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+    .max_length(Some(EMAIL_MAX))
+    .pattern(Some(EMAIL_PATTERN));
+    schema::object("The customer an order is for.")
+        .property(
+            "id",
+            client_id_property("1–64 characters of `A-Z a-z 0-9 _ - . :`.", "cust_456"),
+        )
+        .required("id")
+        .property("email", email)
+        .required("email")
+        .into()
+}
+
+/// The name of the customer's schema in the document.
+const CUSTOMER: &str = "Customer";
+
+/// One line, as the OpenAPI document states what [`NewOrder::parse`]
+/// accepts of it.
+impl PartialSchema for OrderLine {
+    fn schema() -> RefOr<Schema> {
+        schema::object("One line of an order.")
+            .property("product_id", schema::string("The product.", "prod_001"))
+            .required("product_id")
+            .property(
+                "quantity",
+                schema::integer(&Self::QUANTITY, "Units: an integer 1 … 1,000,000.", 2),
+            )
+            .required("quantity")
+            .into()
+    }
+}
+
+impl ToSchema for OrderLine {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("OrderLineInput")
+    }
+}
+
+/// The body of `POST /api/orders/process`, as the OpenAPI document states
+/// what [`NewOrder::parse`] accepts.
+impl PartialSchema for NewOrder {
+    fn schema() -> RefOr<Schema> {
+        let object = schema::object("Body of `POST /api/orders/process`.")
+            .property("manager_id", client_id_property("The store manager.", "mgr_123"))
+            .required("manager_id")
+            .property(
+                "customer",
+                RefBuilder::new()
+                    .ref_location_from_schema_name(CUSTOMER)
+                    .description(Some("Who is buying.")),
+            )
+            .required("customer")
+            .property(
+                "products",
+                schema::array_of(&OrderLine::name(), &Self::LINES, "1–100 lines, no product twice."),
+            )
+            .required("products");
+        let example = json!({
+            "manager_id": "mgr_123",
+            "customer": {"id": "cust_456", "email": "customer@example.com"},
+            "products": [{"product_id": "prod_001", "quantity": 2}, {"product_id": "prod_002", "quantity": 1}]
+        });
+        schema::example_of(object, example).into()
+    }
+}
+
+impl ToSchema for NewOrder {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ProcessOrderRequest")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((CUSTOMER.to_owned(), customer_schema()));
+        schemas.push((OrderLine::name().into_owned(), OrderLine::schema()));
+    }
+}
+
+/// The body of `POST /api/orders/{order_id}/cancel`, as the OpenAPI
+/// document states what [`CancelOrder::parse`] accepts.
+impl PartialSchema for CancelOrder {
+    fn schema() -> RefOr<Schema> {
+        let object = schema::object("Body of `POST /api/orders/{order_id}/cancel`.")
+            .property("manager_id", client_id_property("The store manager.", "mgr_123"))
+            .required("manager_id");
+        schema::example_of(object, json!({"manager_id": "mgr_123"})).into()
+    }
+}
+
+impl ToSchema for CancelOrder {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("CancelOrderRequest")
     }
 }
 

@@ -1,14 +1,26 @@
 //! Products: names, stock, status and the add-or-update batch.
 
-use std::{collections::HashMap, fmt, str::FromStr};
+use std::{borrow::Cow, collections::HashMap, fmt, ops::RangeInclusive, str::FromStr};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{ObjectBuilder, RefOr, Schema, Type, schema::SchemaType},
+};
 
 use super::{
     ManagerId, Money, Problems, ProductId,
+    ids::client_id_property,
     problems::{integer, list, object, text},
+    schema,
 };
+
+/// The largest stock a product may hold.
+pub const MAX_STOCK: i64 = 1_000_000_000;
+
+/// The stock a product may hold: 0 to [`MAX_STOCK`] units.
+pub const STOCK: RangeInclusive<i64> = 0..=MAX_STOCK;
 
 /// Where a product stands. Derived from the row, never stored: discontinued
 /// wins over any quantity, then no stock means out of stock.
@@ -26,6 +38,12 @@ pub enum ProductStatus {
 impl ProductStatus {
     /// Every status, in the order the API documents them.
     pub const ALL: [Self; 3] = [Self::InStock, Self::OutOfStock, Self::Discontinued];
+
+    /// The statuses as a pattern: `^(in_stock|out_of_stock|discontinued)$`.
+    pub fn pattern() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+        format!("^({})$", names.join("|"))
+    }
 
     /// The status of a product with this stock and discontinued flag.
     pub fn of(quantity: i32, discontinued: bool) -> Self {
@@ -68,12 +86,24 @@ impl fmt::Display for ProductStatus {
 pub struct ProductName(String);
 
 impl ProductName {
+    /// How many characters (Unicode scalar values) a name has after trimming.
+    pub const CHARS: RangeInclusive<usize> = 1..=200;
+
+    /// A name as the OpenAPI document states it (with [`Self::CHARS`] as
+    /// its length): not only white space, no control characters.
+    pub const PATTERN: &str =
+        r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+
     /// Trims `value` and checks it.
     pub fn parse(value: &str) -> Result<Self, String> {
         let name = value.trim();
         let chars = name.chars().count();
-        if chars == 0 || chars > 200 {
-            Err("must be 1 to 200 characters after trimming".into())
+        if !Self::CHARS.contains(&chars) {
+            Err(format!(
+                "must be {} to {} characters after trimming",
+                Self::CHARS.start(),
+                Self::CHARS.end()
+            ))
         } else if name.chars().any(char::is_control) {
             Err("must not contain control characters".into())
         } else {
@@ -95,9 +125,9 @@ impl ProductName {
     }
 }
 
-/// How many units of a product are in stock: 0 to 1,000,000,000.
+/// How many units of a product are in stock: [`STOCK`].
 pub fn parse_stock(value: &Value) -> Result<i32, String> {
-    integer(value, 0..=1_000_000_000).map(|n| n as i32)
+    integer(value, STOCK).map(|n| n as i32)
 }
 
 /// One item of an add-or-update batch.
@@ -124,15 +154,15 @@ pub struct UpsertProducts {
 }
 
 impl UpsertProducts {
-    /// The most items one request may carry.
-    pub const MAX_ITEMS: usize = 1000;
+    /// How many items one request may carry.
+    pub const ITEMS: RangeInclusive<usize> = 1..=1000;
 
     /// Parses the body, reporting every invalid field. Two items naming the
     /// same product (the same id, or the same name without an id) are a 400.
     pub fn parse(body: &Value) -> Result<Self, Problems> {
         let (mut bad, manager) = super::begin(body)?;
         let items = bad
-            .check("products", list(&body["products"], 1..=Self::MAX_ITEMS))
+            .check("products", list(&body["products"], Self::ITEMS))
             .unwrap_or_default();
         let mut inputs = Vec::with_capacity(items.len());
         let mut ids_seen = HashMap::new();
@@ -195,6 +225,112 @@ impl Discontinue {
                 product: product?,
             })
         })
+    }
+}
+
+/// An item of the batch, as the OpenAPI document states what
+/// [`UpsertProducts::parse`] accepts of it.
+impl PartialSchema for ProductInput {
+    fn schema() -> RefOr<Schema> {
+        let id = schema::example_of(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .description(Some(
+                    "Update this product (and rename it) instead of matching by name. Any\n\
+text that is not one of the manager's product ids is a 404.",
+                )),
+            "prod_001",
+        );
+        let name = schema::string(
+            "1–200 characters after trimming, not only white space, no control\n\
+characters. Without `id`, a name matching one of the manager's\n\
+products (trimmed, case-insensitive) updates it.",
+            "Premium Coffee Beans",
+        )
+        .min_length(Some(*ProductName::CHARS.start()))
+        .max_length(Some(*ProductName::CHARS.end()))
+        .pattern(Some(ProductName::PATTERN));
+        schema::object("A product to add or update.")
+            .property("id", id)
+            .property("name", name)
+            .required("name")
+            .property("price", Money::price_schema())
+            .required("price")
+            .property(
+                "quantity",
+                schema::integer(
+                    &STOCK,
+                    "Units in stock (set, not added): an integer 0 … 1,000,000,000.",
+                    100,
+                ),
+            )
+            .required("quantity")
+            .into()
+    }
+}
+
+impl ToSchema for ProductInput {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ProductInput")
+    }
+}
+
+/// The body of `POST /api/inventory/products`, as the OpenAPI document
+/// states what [`UpsertProducts::parse`] accepts.
+impl PartialSchema for UpsertProducts {
+    fn schema() -> RefOr<Schema> {
+        let example = json!({
+            "manager_id": "mgr_123",
+            "products": [
+                {"name": "Premium Coffee Beans", "price": 15.99, "quantity": 100},
+                {"name": "Ceramic Coffee Mug", "price": 12.99, "quantity": 50}
+            ]
+        });
+        let object = schema::object("Body of `POST /api/inventory/products`.")
+            .property(
+                "manager_id",
+                client_id_property("1–64 characters of `A-Z a-z 0-9 _ - . :`.", "mgr_123"),
+            )
+            .required("manager_id")
+            .property(
+                "products",
+                schema::array_of(
+                    &ProductInput::name(),
+                    &Self::ITEMS,
+                    "1–1000 products; no two may name the same product or end with the same name.",
+                ),
+            )
+            .required("products");
+        schema::example_of(object, example).into()
+    }
+}
+
+impl ToSchema for UpsertProducts {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AddProductsRequest")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ProductInput::name().into_owned(), ProductInput::schema()));
+    }
+}
+
+/// The body of `POST /api/inventory/discontinue`, as the OpenAPI document
+/// states what [`Discontinue::parse`] accepts.
+impl PartialSchema for Discontinue {
+    fn schema() -> RefOr<Schema> {
+        let object = schema::object("Body of `POST /api/inventory/discontinue`.")
+            .property("manager_id", client_id_property("The store manager.", "mgr_123"))
+            .required("manager_id")
+            .property("product_id", schema::string("The product to discontinue.", "prod_001"))
+            .required("product_id");
+        schema::example_of(object, json!({"manager_id": "mgr_123", "product_id": "prod_001"})).into()
+    }
+}
+
+impl ToSchema for Discontinue {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("DiscontinueRequest")
     }
 }
 

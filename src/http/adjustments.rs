@@ -9,7 +9,7 @@ use axum::{
 
 use super::{
     AppState, docs,
-    idempotency::{self, Begun},
+    idempotency::{self, Begun, IdempotencyKey},
     inventory::ProductsResponse,
     request::{JsonBody, RequestContext, written},
 };
@@ -32,9 +32,12 @@ use crate::{domain::adjustment::StockAdjustments, error::AppError, store};
 /// the first answer again and applies nothing twice; a key first used for
 /// an order (or another body) is a 422.
 #[utoipa::path(post, path = "/api/inventory/adjustments", tag = "inventory",
-    request_body(content = docs::AdjustmentsRequest, content_type = "application/json"),
-    params(docs::IdempotencyKey),
-    responses((status = 200, description = "The products after the change, in request order", body = ProductsResponse)))]
+    request_body(content = StockAdjustments, content_type = "application/json"),
+    params(IdempotencyKey),
+    responses(
+        (status = 200, description = "The products after the change, in request order", body = ProductsResponse),
+        AdjustStockErrors,
+    ))]
 pub async fn adjust_stock(
     State(state): State<AppState>,
     context: RequestContext,
@@ -43,7 +46,7 @@ pub async fn adjust_stock(
 ) -> Result<Response, AppError> {
     let request = StockAdjustments::parse(&body)?;
     let entry = context.write_entry(StatusCode::OK.as_u16());
-    let no_orders_here = |_, _| AppError::Internal(anyhow::anyhow!("an adjustment key names an order")).into_response();
+    let no_orders_here = |_, _| AppError::internal(anyhow::anyhow!("an adjustment key names an order")).into_response();
     let key = match idempotency::begin(&state, &entry, &headers, "adjustments", &body, no_orders_here).await? {
         Begun::Run(key) => key,
         Begun::Replay(response) => return Ok(response),
@@ -59,3 +62,14 @@ pub async fn adjust_stock(
         }
     }
 }
+
+docs::errors!(
+    /// The errors of `POST /api/inventory/adjustments`.
+    AdjustStockErrors: Write [
+        ProductNotFound,
+        InsufficientStock,
+        QuantityOutOfRange,
+        IdempotencyKeyReused,
+        IdempotencyKeyInUse,
+    ]
+);

@@ -6,7 +6,7 @@ use axum::{Json, extract::State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::{AppState, docs};
 use crate::error::AppError;
 
 /// A health answer.
@@ -38,7 +38,8 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses(
     (status = 200, description = "Ready: `ok`, or `degraded` while Redis is unreachable", body = Health,
         examples(("ok" = (value = json!({"status": "ok"}))),
-                 ("degraded" = (value = json!({"status": "degraded", "redis": "unreachable"})))))))]
+                 ("degraded" = (value = json!({"status": "degraded", "redis": "unreachable"}))))),
+    ReadyzErrors))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     let ping = sqlx::query_scalar!("select 1 as \"one!\"").fetch_one(&state.db);
     let degraded = state.redis.as_ref().is_some_and(|redis| !redis.is_up());
@@ -51,12 +52,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppEr
             status: "ok",
             redis: None,
         })),
-        Ok(Err(err)) => Err(AppError::Unavailable(err.into())),
-        Err(_) => Err(AppError::Unavailable(anyhow::anyhow!(
+        Ok(Err(err)) => Err(AppError::unavailable(err)),
+        Err(_) => Err(AppError::unavailable(anyhow::anyhow!(
             "database did not answer within 2 s"
         ))),
     }
 }
+
+docs::errors!(
+    /// The errors of `GET /readyz`.
+    ReadyzErrors: Health [ServiceUnavailable]
+);
 
 /// Prometheus metrics in the text exposition format.
 pub async fn metrics(State(state): State<AppState>) -> String {

@@ -9,6 +9,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::Value;
+use utoipa::{
+    IntoParams,
+    openapi::{
+        ObjectBuilder, Required, Type,
+        path::{Parameter, ParameterBuilder, ParameterIn},
+    },
+};
 
 use super::{AppState, request::SETTLE_BUDGET};
 use crate::{
@@ -18,19 +25,63 @@ use crate::{
     store::{self, idempotency::Claim},
 };
 
-/// The `Idempotency-Key` header: absent, or 1–255 visible ASCII characters
-/// (spaces allowed).
+/// The `Idempotency-Key` header of the writes that are not safe to repeat.
+pub struct IdempotencyKey;
+
+impl IdempotencyKey {
+    /// The header's name.
+    pub const HEADER: &str = "Idempotency-Key";
+
+    /// How many characters a key has.
+    pub const LEN: std::ops::RangeInclusive<usize> = 1..=255;
+
+    /// A key as the OpenAPI document states it: [`Self::LEN`] visible ASCII
+    /// characters, spaces allowed inside (HTTP trims them at the ends).
+    pub const PATTERN: &str = "^[\\x21-\\x7E]([\\x20-\\x7E]{0,253}[\\x21-\\x7E])?$";
+}
+
+/// The `Idempotency-Key` header as the OpenAPI document states what
+/// [`key_of`] accepts.
+impl IntoParams for IdempotencyKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(*Self::LEN.start()))
+            .max_length(Some(*Self::LEN.end()))
+            .pattern(Some(Self::PATTERN));
+        vec![
+            ParameterBuilder::new()
+                .name(Self::HEADER)
+                .parameter_in(ParameterIn::Header)
+                .description(Some(
+                    "Makes retries safe: 1–255 visible ASCII characters (spaces allowed\n\
+inside) chosen by the client, per manager, shared by orders and\n\
+adjustments.",
+                ))
+                .required(Required::False)
+                .schema(Some(schema))
+                .build(),
+        ]
+    }
+}
+
+/// The `Idempotency-Key` header: absent, or [`IdempotencyKey::LEN`] visible
+/// ASCII characters (spaces allowed).
 pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, AppError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(IdempotencyKey::HEADER) else {
         return Ok(None);
     };
     let bytes = value.as_bytes();
-    if (1..=255).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+    if IdempotencyKey::LEN.contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
     } else {
         Err(AppError::invalid(
-            "Idempotency-Key",
-            "must be 1 to 255 visible ASCII characters",
+            IdempotencyKey::HEADER,
+            format!(
+                "must be {} to {} visible ASCII characters",
+                IdempotencyKey::LEN.start(),
+                IdempotencyKey::LEN.end()
+            ),
         ))
     }
 }
@@ -67,10 +118,10 @@ pub async fn begin(
     let manager = ManagerId::parse(&record.manager_id).map_err(|why| AppError::invalid("manager_id", why))?;
     let attempt = record
         .attempt
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a keyed write without an attempt")))?;
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("a keyed write without an attempt")))?;
     // serde_json's maps are sorted, so this text is the same for any
     // spelling of the same body (key order, white space).
-    let body = serde_json::to_string(body).map_err(|e| AppError::Internal(e.into()))?;
+    let body = serde_json::to_string(body).map_err(AppError::internal)?;
     let request = if operation.is_empty() {
         body
     } else {
@@ -85,7 +136,7 @@ pub async fn begin(
             Claim::Owned => Begun::Run(Some(key)),
             Claim::Sold { order_id, total } => Begun::Replay(replayed(sold(order_id, total))),
             Claim::Answered { status, body } => Begun::Replay(replayed(answer(status, body))),
-            Claim::Reused => return Err(AppError::IdempotencyKeyReused),
+            Claim::Reused => return Err(AppError::new(Code::IdempotencyKeyReused)),
             Claim::InUse {
                 attempt: Some(earlier),
                 since: Some(since),
@@ -101,7 +152,7 @@ pub async fn begin(
                 settled_one = true;
                 continue;
             }
-            Claim::InUse { .. } => return Err(AppError::IdempotencyKeyInUse),
+            Claim::InUse { .. } => return Err(AppError::new(Code::IdempotencyKeyInUse)),
         });
     }
 }

@@ -8,11 +8,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::path::{Parameter, ParameterIn},
+};
 
 use super::{
     AppState, docs,
-    query::{Query, next_link},
+    query::{self, Page, Query},
     request::{JsonBody, PrefetchedGeneration, RequestContext, written},
 };
 use crate::{
@@ -49,9 +52,10 @@ pub struct ProductsResponse {
 /// discontinued. The whole batch is one transaction. Responds with the
 /// products in request order.
 #[utoipa::path(post, path = "/api/inventory/products", tag = "inventory",
-    request_body(content = docs::AddProductsRequest, content_type = "application/json"),
+    request_body(content = UpsertProducts, content_type = "application/json"),
     responses(
         (status = 201, description = "Products added or updated, in request order", body = ProductsResponse),
+        AddProductsErrors,
     ))]
 pub async fn add_products(
     State(state): State<AppState>,
@@ -65,6 +69,11 @@ pub async fn add_products(
         Json(ProductsResponse { products })
     }))
 }
+
+docs::errors!(
+    /// The errors of `POST /api/inventory/products`.
+    AddProductsErrors: Write [ProductNotFound, ProductNameTaken]
+);
 
 /// The query of a product list, validated.
 #[derive(Debug, Clone)]
@@ -109,6 +118,34 @@ impl ListParams {
     }
 }
 
+/// The query of a product list as the OpenAPI document states what
+/// [`ListParams::parse`] accepts.
+impl IntoParams for ListParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ManagerId::query_parameter(),
+            query::parameter(
+                "status",
+                "`in_stock`, `out_of_stock` or `discontinued`; absent means all.",
+                query::pattern(ProductStatus::pattern()),
+                Some("in_stock"),
+            ),
+            Query::limit_parameter(),
+            query::parameter(
+                "after",
+                "A product id: the page starts after it.",
+                query::pattern(ProductId::PATTERN),
+                Some("prod_002"),
+            ),
+        ]
+    }
+}
+
+docs::errors!(
+    /// The errors of `GET /api/inventory/products`.
+    ListProductsErrors: Read []
+);
+
 /// List a manager's products, optionally by status.
 ///
 /// `status` is derived: `discontinued` if the product was discontinued
@@ -120,7 +157,7 @@ impl ListParams {
 /// them before it responds, so a read never returns data older than a write
 /// that has completed.
 #[utoipa::path(get, path = "/api/inventory/products", tag = "inventory",
-    params(docs::ListProductsParams),
+    params(ListParams),
     responses(
         (status = 200, description = "The products", body = ProductsResponse,
             headers(
@@ -128,6 +165,7 @@ impl ListParams {
                 ("Link" = String, description = "`<...>; rel=\"next\"` when more products remain")
             )),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        ListProductsErrors,
     ))]
 pub async fn list_products(
     State(state): State<AppState>,
@@ -172,19 +210,17 @@ async fn load_list(state: &AppState, params: &ListParams) -> Result<CachedList, 
         manager: params.manager.clone(),
         status: params.status,
         after: params.after,
-        limit: i64::from(params.limit) + 1,
+        limit: Page::<ProductRow>::fetch(params.limit),
     };
-    let mut products = store::products::list(&state.db, &query).await?;
-    let next = (products.len() > params.limit as usize)
-        .then(|| {
-            products.truncate(params.limit as usize);
-            next_link(
-                "/api/inventory/products",
-                &params.with_after(products.last().map(|p| p.id)),
-            )
-        })
-        .flatten();
-    let body = serde_json::to_vec(&ProductsResponse { products }).map_err(|e| AppError::Internal(e.into()))?;
+    let fetched = store::products::list(&state.db, &query).await?;
+    let Page { items: products, next } = Page::of(
+        fetched,
+        params.limit,
+        "/api/inventory/products",
+        params.with_after(None),
+        |last| last.id.to_string(),
+    );
+    let body = serde_json::to_vec(&ProductsResponse { products }).map_err(AppError::internal)?;
     Ok(CachedList {
         etag: etag_of(&body),
         body: body.into(),
@@ -233,11 +269,12 @@ fn list_response(list: &CachedList, request: &HeaderMap) -> Response {
 /// `If-None-Match` to get `304 Not Modified`.
 #[utoipa::path(get, path = "/api/inventory/products/{product_id}", tag = "inventory",
     params(("product_id" = String, Path, description = "The product, e.g. `prod_001`", example = "prod_001"),
-        docs::ManagerParam),
+        ManagerId),
     responses(
         (status = 200, description = "The product", body = ProductDetail,
             headers(("ETag" = String, description = "Strong validator of this body"))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        GetProductErrors,
     ))]
 pub async fn get_product(
     State(state): State<AppState>,
@@ -246,13 +283,12 @@ pub async fn get_product(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let manager = query.required_manager()?;
-    let not_found =
-        || AppError::ProductNotFound([("product_id".to_owned(), "not a product of this manager".to_owned())].into());
+    let not_found = || AppError::product_not_found("product_id", "not a product of this manager");
     let id = ProductId::parse(&product_id).ok_or_else(not_found)?;
     let product = store::products::get(&state.db, &manager, id)
         .await?
         .ok_or_else(not_found)?;
-    let body = serde_json::to_vec(&product).map_err(|e| AppError::Internal(e.into()))?;
+    let body = serde_json::to_vec(&product).map_err(AppError::internal)?;
     let found = CachedList {
         etag: etag_of(&body),
         body: body.into(),
@@ -261,14 +297,20 @@ pub async fn get_product(
     Ok(list_response(&found, &headers))
 }
 
+docs::errors!(
+    /// The errors of `GET /api/inventory/products/{product_id}`.
+    GetProductErrors: Read [ProductNotFound]
+);
+
 /// Mark a product discontinued.
 ///
 /// Discontinued products stay listed (status `discontinued`) and cannot be
 /// ordered. Discontinuing one again is fine (204 again).
 #[utoipa::path(post, path = "/api/inventory/discontinue", tag = "inventory",
-    request_body(content = docs::DiscontinueRequest, content_type = "application/json"),
+    request_body(content = Discontinue, content_type = "application/json"),
     responses(
         (status = 204, description = "Discontinued (or already was)"),
+        DiscontinueErrors,
     ))]
 pub async fn discontinue_product(
     State(state): State<AppState>,
@@ -285,16 +327,18 @@ pub async fn discontinue_product(
         let shown = request
             .product
             .map_or_else(|| "this id".to_owned(), |id| id.to_string());
-        return Err(AppError::ProductNotFound(
-            [(
-                "product_id".to_owned(),
-                format!("{shown} is not a product of this manager"),
-            )]
-            .into(),
+        return Err(AppError::product_not_found(
+            "product_id",
+            format!("{shown} is not a product of this manager"),
         ));
     };
     Ok(written(done, StatusCode::NO_CONTENT, &context, |_| ()))
 }
+
+docs::errors!(
+    /// The errors of `POST /api/inventory/discontinue`.
+    DiscontinueErrors: Write [ProductNotFound]
+);
 
 #[cfg(test)]
 mod tests {
@@ -334,7 +378,7 @@ mod tests {
     #[test]
     fn next_page_links_keep_the_query() {
         let params = ListParams::parse(&Query::parse(Some("manager_id=m%3A1&status=in_stock&limit=2"))).unwrap();
-        let next = next_link("/p", &params.with_after(ProductId::parse("prod_004"))).unwrap();
+        let next = query::next_link("/p", &params.with_after(ProductId::parse("prod_004"))).unwrap();
         assert_eq!(
             next,
             "</p?manager_id=m%3A1&status=in_stock&limit=2&after=prod_004>; rel=\"next\""

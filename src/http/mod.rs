@@ -99,44 +99,9 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
 }
 
-/// The errors each operation answers besides those every `/api/` route can
-/// (bad input, rate limit, outages; see `docs::finish`). Statuses, texts and
-/// examples come from the code catalogue, [`Code`].
-const ERRORS: &[(&str, &[Code])] = &[
-    ("add_products", &[Code::ProductNotFound, Code::ProductNameTaken]),
-    ("list_products", &[]),
-    ("get_product", &[Code::ProductNotFound]),
-    ("discontinue_product", &[Code::ProductNotFound]),
-    (
-        "adjust_stock",
-        &[
-            Code::ProductNotFound,
-            Code::InsufficientStock,
-            Code::QuantityOutOfRange,
-            Code::IdempotencyKeyReused,
-            Code::IdempotencyKeyInUse,
-        ],
-    ),
-    (
-        "process_order",
-        &[
-            Code::ProductNotFound,
-            Code::ProductDiscontinued,
-            Code::InsufficientStock,
-            Code::IdempotencyKeyReused,
-            Code::IdempotencyKeyInUse,
-        ],
-    ),
-    ("list_orders", &[]),
-    ("get_order", &[Code::OrderNotFound]),
-    ("cancel_order", &[Code::OrderNotFound, Code::QuantityOutOfRange]),
-    ("list_audit", &[]),
-    ("readyz", &[Code::ServiceUnavailable]),
-];
-
 /// The OpenAPI document as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    docs::finish(api().into_openapi(), ERRORS)
+    docs::finish(api().into_openapi())
 }
 
 /// The whole application: routes, docs, fallbacks and middleware.
@@ -155,13 +120,13 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .merge(
             SwaggerUi::new("/docs")
-                .url("/openapi.json", docs::finish(document, ERRORS))
+                .url("/openapi.json", docs::finish(document))
                 // No badge from validator.swagger.io: the page loads nothing
                 // from other hosts and does not send them the document's URL.
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
         )
-        .fallback(|| async { AppError::NoRoute })
-        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .fallback(|| async { AppError::new(Code::NotFound) })
+        .method_not_allowed_fallback(|| async { AppError::new(Code::MethodNotAllowed) })
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::map_response(envelope_bare_errors))
         .layer(middleware::from_fn_with_state(state.clone(), request::api_pipeline))
@@ -237,7 +202,7 @@ fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
         .map(|s| (*s).to_owned())
         .or_else(|| cause.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    AppError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+    AppError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
 async fn track_metrics(request: Request, next: Next) -> Response {

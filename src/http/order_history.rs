@@ -3,18 +3,20 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::header,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::path::{Parameter, ParameterIn},
+};
 
 use super::{
     AppState, docs,
-    query::{Query, next_link},
+    query::{self, Page, Query},
 };
 use crate::{
-    domain::{OrderId, Problems, order::OrderStatus},
+    domain::{CustomerId, ManagerId, OrderId, Problems, ids::CLIENT_ID_PATTERN, order::OrderStatus},
     error::AppError,
     store::{
         self,
@@ -41,8 +43,8 @@ pub struct OrdersResponse {
 /// (or not an order id at all) is 404 `ORDER_NOT_FOUND`.
 #[utoipa::path(get, path = "/api/orders/{order_id}", tag = "orders",
     params(("order_id" = String, Path, description = "The order, e.g. `ord_001`", example = "ord_001"),
-        docs::ManagerParam),
-    responses((status = 200, description = "The order", body = OrderView)))]
+        ManagerId),
+    responses((status = 200, description = "The order", body = OrderView), GetOrderErrors))]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -57,6 +59,73 @@ pub async fn get_order(
     order.map(Json).ok_or_else(AppError::order_not_found)
 }
 
+docs::errors!(
+    /// The errors of `GET /api/orders/{order_id}`.
+    GetOrderErrors: Read [OrderNotFound]
+);
+
+/// The query of `GET /api/orders`, validated into the store's query.
+struct ListOrdersParams;
+
+impl ListOrdersParams {
+    /// Parses the query, reporting every bad parameter.
+    fn parse(query: &Query) -> Result<OrderQuery, Problems> {
+        let mut bad = Problems::default();
+        let manager = query.manager(&mut bad);
+        let customer = query.optional(&mut bad, "customer_id", |text| {
+            CustomerId::parse(text).map(|c| c.as_str().to_owned())
+        });
+        let status = query.optional(&mut bad, "status", str::parse::<OrderStatus>);
+        let limit = query.limit(&mut bad);
+        let after = query.optional(&mut bad, "after", |text| {
+            OrderId::parse(text).ok_or_else(|| "must be an order id such as ord_001".into())
+        });
+        bad.into_result(|| {
+            Some(OrderQuery {
+                manager: manager?,
+                customer: customer?,
+                status: status?,
+                after: after?,
+                limit: i64::from(limit?),
+            })
+        })
+    }
+}
+
+/// The query of `GET /api/orders` as the OpenAPI document states what
+/// [`ListOrdersParams::parse`] accepts.
+impl IntoParams for ListOrdersParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ManagerId::query_parameter(),
+            query::parameter(
+                "customer_id",
+                "Only this customer's orders.",
+                query::pattern(CLIENT_ID_PATTERN),
+                Some("cust_456"),
+            ),
+            query::parameter(
+                "status",
+                "`processed` or `cancelled`; absent means both.",
+                query::pattern(OrderStatus::pattern()),
+                Some("processed"),
+            ),
+            Query::limit_parameter(),
+            query::parameter(
+                "after",
+                "An order id: the page starts with the next older order.",
+                query::pattern(OrderId::PATTERN),
+                Some("ord_042"),
+            ),
+        ]
+    }
+}
+
+docs::errors!(
+    /// The errors of `GET /api/orders`.
+    ListOrdersErrors: Read []
+);
+
 /// A manager's orders, newest first.
 ///
 /// Filters: `customer_id`, `status` (`processed` or `cancelled`). Pages of
@@ -65,52 +134,25 @@ pub async fn get_order(
 /// remain, the `Link` header (`rel="next"`) gives the next page with the same
 /// filters. Every bad parameter is listed in one 400.
 #[utoipa::path(get, path = "/api/orders", tag = "orders",
-    params(docs::ListOrdersParams),
+    params(ListOrdersParams),
     responses((status = 200, description = "The orders", body = OrdersResponse,
-        headers(("Link" = String, description = "`<...>; rel=\"next\"` when more orders remain")))))]
+        headers(("Link" = String, description = "`<...>; rel=\"next\"` when more orders remain"))),
+        ListOrdersErrors))]
 pub async fn list_orders(State(state): State<AppState>, query: Query) -> Result<Response, AppError> {
-    let mut bad = Problems::default();
-    let manager = query.manager(&mut bad);
-    let customer = query.optional(&mut bad, "customer_id", |text| {
-        crate::domain::CustomerId::parse(text).map(|c| c.as_str().to_owned())
-    });
-    let status = query.optional(&mut bad, "status", str::parse::<OrderStatus>);
-    let limit = query.limit(&mut bad);
-    let after = query.optional(&mut bad, "after", |text| {
-        OrderId::parse(text).ok_or_else(|| "must be an order id such as ord_001".into())
-    });
-    let request = bad.into_result(|| {
-        Some(OrderQuery {
-            manager: manager?,
-            customer: customer?,
-            status: status?,
-            after: after?,
-            limit: i64::from(limit?),
-        })
-    })?;
-    let page = request.limit as usize;
-    let mut orders = store::order_history::list(
+    let request = ListOrdersParams::parse(&query)?;
+    let limit = request.limit as u32;
+    let fetched = store::order_history::list(
         &state.db,
         &OrderQuery {
-            limit: request.limit + 1,
+            limit: Page::<OrderSummary>::fetch(limit),
             ..request.clone()
         },
     )
     .await?;
-    let next = (orders.len() > page)
-        .then(|| {
-            orders.truncate(page);
-            let mut params = vec![("manager_id", request.manager.to_string())];
-            params.extend(request.customer.clone().map(|c| ("customer_id", c)));
-            params.extend(request.status.map(|s| ("status", s.as_str().to_owned())));
-            params.push(("limit", page.to_string()));
-            params.extend(orders.last().map(|o| ("after", o.order_id.to_string())));
-            next_link("/api/orders", &params)
-        })
-        .flatten();
-    let mut response = Json(OrdersResponse { orders }).into_response();
-    if let Some(link) = next {
-        response.headers_mut().insert(header::LINK, link);
-    }
-    Ok(response)
+    let mut params = vec![("manager_id", request.manager.to_string())];
+    params.extend(request.customer.clone().map(|c| ("customer_id", c)));
+    params.extend(request.status.map(|s| ("status", s.as_str().to_owned())));
+    params.push(("limit", limit.to_string()));
+    let page = Page::of(fetched, limit, "/api/orders", params, |last| last.order_id.to_string());
+    Ok(page.respond(|orders| OrdersResponse { orders }))
 }

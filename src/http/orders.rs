@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{
     AppState, docs,
-    idempotency::{self, Begun},
+    idempotency::{self, Begun, IdempotencyKey},
     request::{JsonBody, RequestContext, written},
 };
 use crate::{
@@ -57,12 +57,19 @@ pub struct ProcessOrderResponse {
 /// refusal) with `Idempotent-Replayed: true`, and sells nothing twice; the
 /// same key with another body, or first used for a stock adjustment, is a
 /// 422, and a retry while the first request still runs is a 409. Keys belong
-/// to a manager and are kept at least 24 hours. A first request that fails
-/// for a passing reason (5xx) frees its key.
+/// to a manager and are kept at least 24 hours. A first request known to have
+/// applied nothing (a 503 `SERVICE_UNAVAILABLE`, a 504) frees its key at
+/// once; one answered 503 `OUTCOME_UNKNOWN` is settled by the next request
+/// with its key, by what the database holds (its sale replayed, or a fresh
+/// run), at the latest once the first request's deadline has passed.
+///
+/// A 503 `OUTCOME_UNKNOWN` means the order may have been sold: the
+/// connection to the database broke after it was sent, or the request's
+/// deadline passed while it ran. Retry with the same key to learn which.
 #[utoipa::path(post, path = "/api/orders/process", tag = "orders",
-    request_body(content = docs::ProcessOrderRequest, content_type = "application/json"),
-    params(docs::IdempotencyKey),
-    responses((status = 200, description = "Order processed", body = ProcessOrderResponse)))]
+    request_body(content = NewOrder, content_type = "application/json"),
+    params(IdempotencyKey),
+    responses((status = 200, description = "Order processed", body = ProcessOrderResponse), ProcessOrderErrors))]
 pub async fn process_order(
     State(state): State<AppState>,
     context: RequestContext,
@@ -90,6 +97,17 @@ pub async fn process_order(
     }
 }
 
+docs::errors!(
+    /// The errors of `POST /api/orders/process`.
+    ProcessOrderErrors: Write [
+        ProductNotFound,
+        ProductDiscontinued,
+        InsufficientStock,
+        IdempotencyKeyReused,
+        IdempotencyKeyInUse,
+    ]
+);
+
 fn processed(order_id: OrderId, total_amount: Money) -> ProcessOrderResponse {
     ProcessOrderResponse {
         order_id,
@@ -110,8 +128,8 @@ fn processed(order_id: OrderId, total_amount: Money) -> ProcessOrderResponse {
 /// changes (409 `QUANTITY_OUT_OF_RANGE`).
 #[utoipa::path(post, path = "/api/orders/{order_id}/cancel", tag = "orders",
     params(("order_id" = String, Path, description = "The order, e.g. `ord_001`", example = "ord_001")),
-    request_body(content = docs::CancelOrderRequest, content_type = "application/json"),
-    responses((status = 200, description = "The order, cancelled", body = OrderView)))]
+    request_body(content = CancelOrder, content_type = "application/json"),
+    responses((status = 200, description = "The order, cancelled", body = OrderView), CancelOrderErrors))]
 pub async fn cancel_order(
     State(state): State<AppState>,
     context: RequestContext,
@@ -128,3 +146,8 @@ pub async fn cancel_order(
         },
     )
 }
+
+docs::errors!(
+    /// The errors of `POST /api/orders/{order_id}/cancel`.
+    CancelOrderErrors: Write [OrderNotFound, QuantityOutOfRange]
+);

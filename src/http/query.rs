@@ -8,6 +8,11 @@ use axum::{
     http::{HeaderValue, request::Parts},
 };
 
+use utoipa::openapi::{
+    KnownFormat, ObjectBuilder, SchemaFormat, Type,
+    path::{Parameter, ParameterBuilder, ParameterIn},
+};
+
 use crate::domain::{ManagerId, Problems};
 
 /// A parsed query string. Unknown parameters are ignored; of a repeated
@@ -20,6 +25,8 @@ pub struct Query {
 impl Query {
     /// Page size when `limit` is absent.
     pub const DEFAULT_LIMIT: u32 = 100;
+    /// Smallest page size.
+    pub const MIN_LIMIT: u32 = 1;
     /// Largest page size.
     pub const MAX_LIMIT: u32 = 1000;
 
@@ -57,15 +64,32 @@ impl Query {
         bad.into_result(|| manager)
     }
 
-    /// `limit`: 1 to [`Self::MAX_LIMIT`], default [`Self::DEFAULT_LIMIT`].
+    /// `limit`: [`Self::MIN_LIMIT`] to [`Self::MAX_LIMIT`], default
+    /// [`Self::DEFAULT_LIMIT`].
     pub fn limit(&self, bad: &mut Problems) -> Option<u32> {
         self.optional(bad, "limit", |text| {
             text.parse()
                 .ok()
-                .filter(|n| (1..=Self::MAX_LIMIT).contains(n))
-                .ok_or_else(|| format!("must be an integer from 1 to {}", Self::MAX_LIMIT))
+                .filter(|n| (Self::MIN_LIMIT..=Self::MAX_LIMIT).contains(n))
+                .ok_or_else(|| format!("must be an integer from {} to {}", Self::MIN_LIMIT, Self::MAX_LIMIT))
         })
         .map(|limit| limit.unwrap_or(Self::DEFAULT_LIMIT))
+    }
+
+    /// The `limit` parameter as the OpenAPI document states it.
+    pub fn limit_parameter() -> Parameter {
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(Self::MIN_LIMIT))
+            .maximum(Some(Self::MAX_LIMIT));
+        let description = format!(
+            "Page size, {}–{} (default {}).",
+            Self::MIN_LIMIT,
+            Self::MAX_LIMIT,
+            Self::DEFAULT_LIMIT
+        );
+        parameter("limit", &description, schema, None)
     }
 
     /// An optional parameter: `Some(None)` when absent, `Some(Some(value))`
@@ -83,6 +107,23 @@ impl Query {
     }
 }
 
+/// An optional query parameter as the OpenAPI document states it.
+pub fn parameter(name: &str, description: &str, schema: ObjectBuilder, example: Option<&str>) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .description(Some(description))
+        .required(utoipa::openapi::Required::False)
+        .schema(Some(schema))
+        .example(example.map(Into::into))
+        .build()
+}
+
+/// A string whose texts match `pattern`.
+pub fn pattern(pattern: impl Into<String>) -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern))
+}
+
 /// The query the `/api/` middleware already parsed (or, elsewhere, the
 /// request's own): handlers never parse it a second time.
 impl<S: Send + Sync> FromRequestParts<S> for Query {
@@ -93,6 +134,58 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
             .extensions
             .remove::<Self>()
             .unwrap_or_else(|| Self::parse(parts.uri.query())))
+    }
+}
+
+/// One page of a list, paged by a cursor (`after`): the store is asked for
+/// [`Page::fetch`] items, one more than the page holds, and the extra one,
+/// if it came, says that more remain. Products, orders and the audit trail
+/// all page this way.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// The page's items.
+    pub items: Vec<T>,
+    /// The `Link` header to the next page, while more remain.
+    pub next: Option<HeaderValue>,
+}
+
+impl<T> Page<T> {
+    /// How many items to fetch for a page of `limit`.
+    pub fn fetch(limit: u32) -> i64 {
+        i64::from(limit) + 1
+    }
+
+    /// The page of `limit` items of `fetched` (as asked with [`Page::fetch`]).
+    /// The next page's link is `path` with `params` (the query, `limit`
+    /// included, without `after`) and `after` set to the `cursor` of the
+    /// page's last item.
+    pub fn of(
+        mut fetched: Vec<T>,
+        limit: u32,
+        path: &str,
+        mut params: Vec<(&'static str, String)>,
+        cursor: impl FnOnce(&T) -> String,
+    ) -> Self {
+        let next = if fetched.len() > limit as usize {
+            fetched.truncate(limit as usize);
+            fetched.last().map(cursor).and_then(|after| {
+                params.push(("after", after));
+                next_link(path, &params)
+            })
+        } else {
+            None
+        };
+        Self { items: fetched, next }
+    }
+
+    /// The page as a JSON response, `wrap` making the body of its items.
+    pub fn respond<B: serde::Serialize>(self, wrap: impl FnOnce(Vec<T>) -> B) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut response = axum::Json(wrap(self.items)).into_response();
+        if let Some(link) = self.next {
+            response.headers_mut().insert(axum::http::header::LINK, link);
+        }
+        response
     }
 }
 
@@ -138,6 +231,17 @@ mod tests {
             );
             assert!(bad.into_details().contains_key("limit"));
         }
+    }
+
+    #[test]
+    fn a_page_keeps_its_limit_and_links_past_its_last_item_only_while_more_remain() {
+        let params = || vec![("manager_id", "m".to_owned()), ("limit", "2".to_owned())];
+        let full = Page::of(vec![1, 2, 3], 2, "/x", params(), |n| format!("n{n}"));
+        assert_eq!(full.items, [1, 2]);
+        assert_eq!(full.next.unwrap(), "</x?manager_id=m&limit=2&after=n2>; rel=\"next\"");
+        let last = Page::of(vec![1, 2], 2, "/x", params(), |n| format!("n{n}"));
+        assert_eq!((last.items, last.next), (vec![1, 2], None));
+        assert_eq!(Page::<()>::fetch(100), 101);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::domain::{
     adjustment::{MAX_STOCK, StockAdjustments},
     problems::Details,
 };
+use crate::error::{AppError, Code};
 
 /// What is wrong with refused differences, most serious first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,6 +31,19 @@ pub enum AdjustRefusal {
     Products(Problem, Details),
     /// The idempotency key was taken over by a retry.
     ClaimLost,
+}
+
+impl From<AdjustRefusal> for AppError {
+    fn from(refusal: AdjustRefusal) -> Self {
+        match refusal {
+            AdjustRefusal::Products(Problem::NotFound, d) => Self::new(Code::ProductNotFound).with_details(d),
+            AdjustRefusal::Products(Problem::InsufficientStock, d) => {
+                Self::new(Code::InsufficientStock).with_details(d)
+            }
+            AdjustRefusal::Products(Problem::OutOfRange, d) => Self::new(Code::QuantityOutOfRange).with_details(d),
+            AdjustRefusal::ClaimLost => Self::new(Code::IdempotencyKeyInUse),
+        }
+    }
 }
 
 /// One difference as judged under lock.

@@ -129,8 +129,9 @@ pub async fn answered<'e>(
     Ok(())
 }
 
-/// Frees the key of a request that failed for a passing reason (5xx), so a
-/// retry runs again, if the key is still claimed with `token`.
+/// Frees the key of a request known to have applied nothing (a statement
+/// refused or timed out, no connection), so a retry runs again, if the key
+/// is still claimed with `token`.
 pub async fn release(db: &Db, manager: &ManagerId, key: &str, token: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "delete from idempotency_key where manager_id = $1 and key = $2 and claim_token = $3 and status is null",

@@ -1,8 +1,8 @@
 //! The only place with SQL. Each public function is one operation of the API;
 //! writes insert their audit record in the same transaction. Functions speak
 //! the domain: a write the rules refuse comes back as [`Failure::Refused`]
-//! with the reason, never as an HTTP status (the HTTP layer maps reasons to
-//! statuses in one place).
+//! with the reason, never as an HTTP status; each reason says its error code
+//! beside its own definition (`impl From<...> for AppError`).
 
 pub mod adjustments;
 pub mod audit;
@@ -14,6 +14,8 @@ pub mod products;
 use std::{future::Future, time::Duration};
 
 use sqlx::postgres::PgDatabaseError;
+
+use crate::error::AppError;
 
 /// Why a write did not happen: the rules refused it (`R` says why), or the
 /// database failed.
@@ -54,6 +56,17 @@ impl<T> Committed<T> {
     /// What the write returned, and the record it committed with.
     pub fn into_parts(self) -> (T, Box<audit::AuditEntry>) {
         (self.value, self.record)
+    }
+}
+
+/// A refusal becomes the error its own module says; a database failure, the
+/// error its kind says (503 or 500).
+impl<R: Into<AppError>> From<Failure<R>> for AppError {
+    fn from(failure: Failure<R>) -> Self {
+        match failure {
+            Failure::Refused(reason) => reason.into(),
+            Failure::Database(err) => err.into(),
+        }
     }
 }
 

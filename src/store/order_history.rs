@@ -9,6 +9,7 @@ use crate::db::Db;
 use crate::domain::{
     ManagerId, Money, OrderId, ProductId, adjustment::MAX_STOCK, order::OrderStatus, problems::Details,
 };
+use crate::error::{AppError, Code};
 
 /// The customer an order is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -183,6 +184,15 @@ pub enum CancelRefusal {
     /// Returning these lines (JSON path → reason) would pass the most a
     /// product may hold.
     OutOfRange(Details),
+}
+
+impl From<CancelRefusal> for AppError {
+    fn from(refusal: CancelRefusal) -> Self {
+        match refusal {
+            CancelRefusal::NotFound => Self::order_not_found(),
+            CancelRefusal::OutOfRange(d) => Self::new(Code::QuantityOutOfRange).with_details(d),
+        }
+    }
 }
 
 /// Cancels the manager's order `id`: in one transaction, locks the order,

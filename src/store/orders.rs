@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{Committed, Failure, audit::AuditEntry, is_transient, retrying};
 use crate::db::Db;
 use crate::domain::{Money, OrderId, ProductId, order::NewOrder, problems::Details};
+use crate::error::{AppError, Code};
 
 /// An order that was sold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,17 @@ pub enum OrderRefusal {
     /// Its idempotency key was taken over by a retry after this request
     /// outlived its claim; the retry decides.
     ClaimLost,
+}
+
+impl From<OrderRefusal> for AppError {
+    fn from(refusal: OrderRefusal) -> Self {
+        match refusal {
+            OrderRefusal::Products(Refusal::NotFound, d) => Self::new(Code::ProductNotFound).with_details(d),
+            OrderRefusal::Products(Refusal::Discontinued, d) => Self::new(Code::ProductDiscontinued).with_details(d),
+            OrderRefusal::Products(Refusal::InsufficientStock, d) => Self::new(Code::InsufficientStock).with_details(d),
+            OrderRefusal::ClaimLost => Self::new(Code::IdempotencyKeyInUse),
+        }
+    }
 }
 
 /// The refusal of an order that was not sold: the most serious kind of

@@ -11,6 +11,7 @@ use crate::domain::{
     problems::Details,
     product::{ProductStatus, UpsertProducts},
 };
+use crate::error::{AppError, Code};
 
 /// The unique index on (manager, name key): the arbiter of concurrent creations.
 const NAME_INDEX: &str = "product_manager_name_key";
@@ -24,6 +25,16 @@ pub enum UpsertRefusal {
     Twice(Details),
     /// Items whose new name another of the manager's products has.
     NameTaken(Details),
+}
+
+impl From<UpsertRefusal> for AppError {
+    fn from(refusal: UpsertRefusal) -> Self {
+        match refusal {
+            UpsertRefusal::NotFound(d) => Self::new(Code::ProductNotFound).with_details(d),
+            UpsertRefusal::Twice(d) => Self::new(Code::InvalidRequest).with_details(d),
+            UpsertRefusal::NameTaken(d) => Self::new(Code::ProductNameTaken).with_details(d),
+        }
+    }
 }
 
 /// A product as the API shows it.

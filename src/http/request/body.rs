@@ -11,7 +11,7 @@ use axum::{
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
-use crate::error::AppError;
+use crate::error::{AppError, Code};
 
 /// Why a request body could not be used; becomes the handler's error.
 #[derive(Debug, Clone)]
@@ -33,9 +33,9 @@ pub enum BodyError {
 impl From<BodyError> for AppError {
     fn from(err: BodyError) -> Self {
         match err {
-            BodyError::UnsupportedMediaType => AppError::UnsupportedMediaType,
-            BodyError::TooLarge(limit) => AppError::PayloadTooLarge { limit },
-            BodyError::TooSlow => AppError::RequestTimeout,
+            BodyError::UnsupportedMediaType => AppError::new(Code::UnsupportedMediaType),
+            BodyError::TooLarge(limit) => AppError::payload_too_large(limit),
+            BodyError::TooSlow => AppError::new(Code::RequestTimeout),
             BodyError::Malformed(why) => AppError::invalid("body", format!("is not valid JSON: {why}")),
             BodyError::Unreadable => AppError::invalid("body", "could not be read"),
             BodyError::ManagerConflict => AppError::invalid(
@@ -61,7 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JsonBody {
         match parts.extensions.remove::<ParsedBody>() {
             Some(ParsedBody(Ok(value))) => Ok(Self(value)),
             Some(ParsedBody(Err(err))) => Err(err.into()),
-            None => Err(AppError::Internal(anyhow::anyhow!("request body was not parsed"))),
+            None => Err(AppError::internal(anyhow::anyhow!("request body was not parsed"))),
         }
     }
 }

@@ -107,6 +107,6 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .extensions
             .get::<Self>()
             .cloned()
-            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("request context missing")))
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("request context missing")))
     }
 }

@@ -16,11 +16,11 @@ pub async fn check(state: &AppState, manager: Option<&ManagerId>) -> (Option<Dec
     };
     let decision = state.limiter.check(manager).await;
     let refused = (!decision.allowed).then(|| {
-        AppError::RateLimited {
-            limit: decision.limit,
-            window_secs: state.settings.rate_limit_window_secs,
-            retry_after_secs: decision.reset_secs,
-        }
+        AppError::rate_limited(
+            decision.limit,
+            state.settings.rate_limit_window_secs,
+            decision.reset_secs,
+        )
         .into_response()
     });
     (Some(decision), refused)

@@ -54,7 +54,7 @@ pub async fn api_pipeline(State(state): State<AppState>, request: Request, next:
     tokio::spawn(serve(state, request, next, reply));
     answer
         .await
-        .unwrap_or_else(|_| AppError::Internal(anyhow::anyhow!("request task failed")).into_response())
+        .unwrap_or_else(|_| AppError::internal(anyhow::anyhow!("request task failed")).into_response())
 }
 
 async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Sender<Response>) {
@@ -81,7 +81,7 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
     let slot = state.audit.reserve().await;
     let mut response = match (refused, slot.is_some()) {
         (Some(refused), _) => refused,
-        (None, false) => AppError::Unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
+        (None, false) => AppError::unavailable(anyhow::anyhow!("the audit queue is full")).into_response(),
         (None, true) => {
             parts.extensions.insert(body::ParsedBody(parsed));
             if let Some(generation) = decision.and_then(|d| d.generation) {

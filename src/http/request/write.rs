@@ -50,7 +50,7 @@ pub fn written<T, B: IntoResponse>(
 
 /// The stand-in for the answer of a handler given up at its deadline.
 pub fn deadline_passed() -> Response {
-    let mut response = AppError::Timeout.into_response();
+    let mut response = AppError::timeout().into_response();
     response.extensions_mut().insert(Abandoned);
     response
 }
@@ -101,7 +101,7 @@ async fn fence(state: &AppState, context: &RequestContext, known: Response) -> R
         Ok(Ok(false)) => {
             tracing::warn!(request_id = %record.request_id,
                 "a write the service lost sight of had committed; its client is told the outcome is unknown");
-            let mut response = AppError::OutcomeUnknown.into_response();
+            let mut response = AppError::outcome_unknown().into_response();
             record.status = response.status().as_u16();
             record.error_code = Some(crate::error::Code::OutcomeUnknown.as_str().into());
             response.extensions_mut().insert(AuditWritten(Box::new(record)));
@@ -109,11 +109,11 @@ async fn fence(state: &AppState, context: &RequestContext, known: Response) -> R
         }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, request_id = %record.request_id, "could not settle a write; its record is queued");
-            AppError::OutcomeUnknown.into_response()
+            AppError::outcome_unknown().into_response()
         }
         Err(_) => {
             tracing::warn!(request_id = %record.request_id, "settling a write took too long; its record is queued");
-            AppError::OutcomeUnknown.into_response()
+            AppError::outcome_unknown().into_response()
         }
     };
     response.extensions_mut().remove::<ConnectionLost>();
