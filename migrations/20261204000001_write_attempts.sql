@@ -48,3 +48,16 @@ create table audit_batch (
     id         uuid        primary key,
     written_at timestamptz not null default now()
 );
+
+-- Whether a write may still complete its idempotency key: it has none, or
+-- the key is still claimed by this attempt and unsettled. Locks the key's
+-- row, so a request settling the key waits for the write. The one
+-- statement of this check; orders and adjustments both call it.
+create function idempotency_claim_held(manager text, idem_key text, attempt uuid) returns boolean
+language sql volatile as $$
+    select idem_key is null
+        or exists (select 1
+                     from idempotency_key
+                    where manager_id = manager and key = idem_key and claim_token = attempt and status is null
+                      for update)
+$$;

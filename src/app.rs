@@ -143,14 +143,14 @@ async fn maintain(db: Db) {
     let mut every_day = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         every_day.tick().await;
-        if let Err(err) = store::audit::ensure_partitions(&db).await {
+        if let Err(err) = crate::audit::sql::ensure_partitions(&db).await {
             tracing::warn!(error = %err, "could not create audit_log partitions");
         }
         match store::idempotency::forget_older_than(&db, Duration::from_secs(24 * 3600)).await {
             Ok(forgotten) => tracing::info!(forgotten, "old idempotency keys forgotten"),
             Err(err) => tracing::warn!(error = %err, "could not forget old idempotency keys"),
         }
-        if let Err(err) = store::audit::forget_batches_older_than(&db, Duration::from_secs(24 * 3600)).await {
+        if let Err(err) = crate::audit::sql::forget_batches_older_than(&db, Duration::from_secs(24 * 3600)).await {
             tracing::warn!(error = %err, "could not forget written audit batches");
         }
     }

@@ -1,9 +1,10 @@
 //! `ecommerce-api`: an inventory and order API for store managers.
 //!
 //! - [`domain`]: validated types and rules, no I/O.
-//! - [`store`]: every SQL statement.
+//! - [`store`]: the SQL of products, orders and idempotency keys.
+//! - [`audit`]: the audit trail: its record, SQL, queue and spill.
 //! - [`http`]: routes, middleware, OpenAPI.
-//! - [`rate_limit`], [`cache`], [`audit`]: the per-request services.
+//! - [`rate_limit`], [`cache`]: the per-request services.
 //! - [`shared`]: the Redis instances share, and its health.
 //! - [`app`], [`server`], [`config`], [`db`], [`telemetry`]: wiring.
 

@@ -27,7 +27,7 @@ use tokio::{
 };
 
 use super::AuditEntry;
-use crate::{db::Db, store};
+use crate::db::Db;
 
 /// Sends records to the background writer. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -154,7 +154,7 @@ async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> b
     let id = uuid::Uuid::now_v7();
     loop {
         let started = std::time::Instant::now();
-        match store::audit::write_batch(db, id, batch).await {
+        match crate::audit::sql::write_batch(db, id, batch).await {
             Ok(_) => {
                 crate::metrics::audit_flushed(batch.len(), started.elapsed());
                 return true;
@@ -262,7 +262,7 @@ impl Spill {
         let entries: Vec<AuditEntry> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         let mut written = 0;
         for batch in entries.chunks(batch_size) {
-            if store::audit::write_batch(db, uuid::Uuid::now_v7(), batch)
+            if crate::audit::sql::write_batch(db, uuid::Uuid::now_v7(), batch)
                 .await
                 .is_err()
             {

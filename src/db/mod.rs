@@ -12,6 +12,12 @@ use sqlx::postgres::PgConnectOptions;
 use crate::config::{DbArgs, Pooler};
 use embedded::EmbeddedPostgres;
 
+/// A value as the JSON parameter a statement reads rows from
+/// (`jsonb_populate_record(set)`).
+pub fn json_param(value: &impl serde::Serialize) -> Result<serde_json::Value, sqlx::Error> {
+    serde_json::to_value(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// A pool on `url` as `args` configure it, checked by opening its first
 /// connection. Waiting longer than 3 seconds for a connection is an error
 /// (answered 503). Every statement is bounded on the server

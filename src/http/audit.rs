@@ -15,9 +15,9 @@ use super::{
     query::{self, Page, Query},
 };
 use crate::{
+    audit::sql::AuditRecord,
     domain::{ManagerId, Problems},
     error::AppError,
-    store::{self, audit::AuditRecord},
 };
 
 /// A page of audit records, newest first.
@@ -101,7 +101,8 @@ docs::errors!(
 pub async fn list_audit(State(state): State<AppState>, query: Query) -> Result<Response, AppError> {
     let ListAuditParams { manager, limit, after } = ListAuditParams::parse(&query)?;
 
-    let fetched = store::audit::list(&state.db, manager.as_str(), after, Page::<AuditRecord>::fetch(limit)).await?;
+    let fetched =
+        crate::audit::sql::list(&state.db, manager.as_str(), after, Page::<AuditRecord>::fetch(limit)).await?;
     let params = vec![("manager_id", manager.to_string()), ("limit", limit.to_string())];
     let page = Page::of(fetched, limit, "/api/audit", params, |last| last.id.to_string());
     Ok(page.respond(|records| AuditResponse { records }))

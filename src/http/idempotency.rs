@@ -101,7 +101,7 @@ pub enum Begun {
 ///
 /// A key still claimed by a request whose deadline has passed is settled
 /// here, by what the database holds: that request's attempt is fenced (see
-/// [`store::audit::fence`]); if the fence goes in, its write never
+/// [`crate::audit::sql::fence`]); if the fence goes in, its write never
 /// committed and the key is this request's; if not, the write committed and
 /// its answer is replayed.
 pub async fn begin(
@@ -148,7 +148,7 @@ pub async fn begin(
                 fence.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
                 fence.error_code = Some(Code::OutcomeUnknown.as_str().into());
                 fence.duration_ms = deadline.num_milliseconds() as f64;
-                store::audit::fence(&state.db, &fence).await?;
+                crate::audit::sql::fence(&state.db, &fence).await?;
                 settled_one = true;
                 continue;
             }

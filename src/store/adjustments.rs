@@ -3,14 +3,14 @@
 
 use uuid::Uuid;
 
-use super::{Committed, Failure, audit::AuditEntry, is_transient, products::ProductRow, retrying};
-use crate::db::Db;
+use super::{Committed, Failure, is_transient, products::ProductRow, retrying};
 use crate::domain::{
     Money, ProductId,
     adjustment::{MAX_STOCK, StockAdjustments},
     problems::Details,
 };
 use crate::error::{AppError, Code};
+use crate::{audit::AuditEntry, db::Db};
 
 /// What is wrong with refused differences, most serious first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,16 +134,13 @@ async fn apply_once(
                 order by id
                   for update
            ), claim as materialized (
-               select true as held
-                 from idempotency_key
-                where manager_id = $1 and key = $4 and claim_token = $5 and status is null
-                  for update
+               select idempotency_claim_held($1, $4, $5) as held
            ), judged as materialized (
                select r.line_no, r.id, r.delta, l.name, l.price, l.quantity as available,
                       l.quantity::bigint + r.delta as after
                  from req r left join locked l using (id)
            ), passes as materialized (
-               select count(*) = cardinality($3::int[]) and ($4::text is null or exists (select 1 from claim)) as ok
+               select count(*) = cardinality($3::int[]) and (select held from claim) as ok
                  from judged
                 where available is not null and after between 0 and 1000000000
            ), changed as (
@@ -158,7 +155,7 @@ async fn apply_once(
            select j.line_no as "line_no!", j.id as "id?: ProductId", j.delta as "delta!",
                   j.available as "available?", j.name as "name?", j.price as "price?: Money",
                   j.after::int as "after?", (select ok from passes) as "applied!",
-                  $4::text is not null and not exists (select 1 from claim) as "claim_lost!"
+                  not (select held from claim) as "claim_lost!"
              from judged j
             order by j.line_no"#,
         request.manager.as_str(),
@@ -200,9 +197,9 @@ async fn apply_once(
     let mut record = audit.clone();
     record.product_ids = products.iter().map(|p| p.id.get()).collect();
     record.product_ids.sort_unstable();
-    super::audit::append(&mut tx, &record).await?;
+    crate::audit::sql::append(&mut tx, &record).await?;
     if let Some((key, token)) = claim {
-        let answer = super::json_param(&serde_json::json!({ "products": &products }))?;
+        let answer = crate::db::json_param(&serde_json::json!({ "products": &products }))?;
         super::idempotency::answered(&mut tx, &request.manager, key, token, 200, &answer).await?;
     }
     tx.commit().await?;

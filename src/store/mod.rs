@@ -1,11 +1,12 @@
-//! The only place with SQL. Each public function is one operation of the API;
-//! writes insert their audit record in the same transaction. Functions speak
+//! The SQL of products, orders and idempotency keys (the audit trail's is in
+//! `audit::sql`). Each public function is one operation of the API; writes
+//! insert their audit record in the same transaction and return it in their
+//! [`Committed`] result. Functions speak
 //! the domain: a write the rules refuse comes back as [`Failure::Refused`]
 //! with the reason, never as an HTTP status; each reason says its error code
 //! beside its own definition (`impl From<...> for AppError`).
 
 pub mod adjustments;
-pub mod audit;
 pub mod idempotency;
 pub mod order_history;
 pub mod orders;
@@ -15,7 +16,7 @@ use std::{future::Future, time::Duration};
 
 use sqlx::postgres::PgDatabaseError;
 
-use crate::error::AppError;
+use crate::{audit::AuditEntry, error::AppError};
 
 /// Why a write did not happen: the rules refused it (`R` says why), or the
 /// database failed.
@@ -41,12 +42,12 @@ impl<R> From<sqlx::Error> for Failure<R> {
 #[must_use = "a committed write must be answered"]
 pub struct Committed<T> {
     value: T,
-    record: Box<audit::AuditEntry>,
+    record: Box<AuditEntry>,
 }
 
 impl<T> Committed<T> {
     /// The result of a write that has committed with `record`.
-    fn new(value: T, record: audit::AuditEntry) -> Self {
+    fn new(value: T, record: AuditEntry) -> Self {
         Self {
             value,
             record: Box::new(record),
@@ -54,7 +55,7 @@ impl<T> Committed<T> {
     }
 
     /// What the write returned, and the record it committed with.
-    pub fn into_parts(self) -> (T, Box<audit::AuditEntry>) {
+    pub fn into_parts(self) -> (T, Box<AuditEntry>) {
         (self.value, self.record)
     }
 }
@@ -68,12 +69,6 @@ impl<R: Into<AppError>> From<Failure<R>> for AppError {
             Failure::Database(err) => err.into(),
         }
     }
-}
-
-/// A value as the JSON parameter a statement reads rows from
-/// (`jsonb_populate_record(set)`).
-pub(crate) fn json_param(value: &impl serde::Serialize) -> Result<serde_json::Value, sqlx::Error> {
-    serde_json::to_value(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// The SQLSTATE of a database error, if `err` is one.

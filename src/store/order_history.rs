@@ -4,12 +4,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Committed, Failure, audit::AuditEntry, is_transient, retrying};
-use crate::db::Db;
+use super::{Committed, Failure, is_transient, retrying};
 use crate::domain::{
     ManagerId, Money, OrderId, ProductId, adjustment::MAX_STOCK, order::OrderStatus, problems::Details,
 };
 use crate::error::{AppError, Code};
+use crate::{audit::AuditEntry, db::Db};
 
 /// The customer an order is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -283,7 +283,7 @@ async fn cancel_once(
             record.order_id = Some(id.get());
             record.product_ids = lines.iter().map(|l| l.product_id).collect();
             record.product_ids.sort_unstable();
-            super::audit::append(&mut tx, &record).await?;
+            crate::audit::sql::append(&mut tx, &record).await?;
             Some(record)
         }
     };

@@ -4,10 +4,10 @@ use rust_decimal::Decimal;
 
 use uuid::Uuid;
 
-use super::{Committed, Failure, audit::AuditEntry, is_transient, retrying};
-use crate::db::Db;
+use super::{Committed, Failure, is_transient, retrying};
 use crate::domain::{Money, OrderId, ProductId, order::NewOrder, problems::Details};
 use crate::error::{AppError, Code};
+use crate::{audit::AuditEntry, db::Db};
 
 /// An order that was sold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ async fn process_once(
         .map(|line| line.product.map(ProductId::get))
         .collect();
     let quantities: Vec<i32> = order.lines.iter().map(|line| line.quantity).collect();
-    let entry = super::json_param(audit)?;
+    let entry = crate::db::json_param(audit)?;
     let rows = sqlx::query!(
         r#"with req as (
                select * from unnest($2::bigint[], $3::int[]) with ordinality as r(id, qty, line_no)
@@ -157,13 +157,9 @@ async fn process_once(
            ), claim as materialized (
                -- With an idempotency key, sell only while the key's claim is
                -- still this request's (locked: a takeover waits for us).
-               select true as held
-                 from idempotency_key
-                where manager_id = $1 and key = $7 and claim_token = $8 and status is null
-                  for update
+               select idempotency_claim_held($1, $7, $8) as held
            ), sellable as materialized (
-               select count(*) = cardinality($3::int[])
-                      and ($7::text is null or exists (select 1 from claim)) as ok
+               select count(*) = cardinality($3::int[]) and (select held from claim) as ok
                  from req join locked l using (id)
                 where not l.discontinued and l.quantity >= req.qty
            ), sold as (
@@ -195,7 +191,7 @@ async fn process_once(
            )
            select r.line_no as "line_no!", r.qty as "requested!", l.quantity as "available?",
                   l.discontinued as "discontinued?", o.id as "order_id?", o.total_amount as "total?",
-                  $7::text is not null and not exists (select 1 from claim) as "claim_lost!"
+                  not (select held from claim) as "claim_lost!"
              from req r
              left join locked l using (id)
              left join placed o on true

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Committed, Failure, audit::AuditEntry, is_transient, retrying, violates};
-use crate::db::Db;
+use super::{Committed, Failure, is_transient, retrying, violates};
 use crate::domain::{
     ManagerId, Money, ProductId,
     problems::Details,
     product::{ProductStatus, UpsertProducts},
 };
 use crate::error::{AppError, Code};
+use crate::{audit::AuditEntry, db::Db};
 
 /// The unique index on (manager, name key): the arbiter of concurrent creations.
 const NAME_INDEX: &str = "product_manager_name_key";
@@ -260,7 +260,7 @@ async fn upsert_once(
     let names: Vec<&str> = batch.items.iter().map(|item| item.name.as_str()).collect();
     let prices: Vec<_> = batch.items.iter().map(|item| item.price.amount()).collect();
     let quantities: Vec<i32> = batch.items.iter().map(|item| item.quantity).collect();
-    let entry = super::json_param(audit)?;
+    let entry = crate::db::json_param(audit)?;
     let rows = sqlx::query_as!(
         ProductRow,
         r#"with input as materialized (
@@ -310,7 +310,7 @@ pub async fn discontinue(
     product: ProductId,
     audit: &AuditEntry,
 ) -> Result<Option<Committed<ProductId>>, sqlx::Error> {
-    let entry = super::json_param(audit)?;
+    let entry = crate::db::json_param(audit)?;
     let found = sqlx::query_scalar!(
         r#"with done as (
                update product

@@ -768,9 +768,9 @@ async fn a_stop_with_the_audit_table_gone_gives_up_after_a_few_attempts(db: PgPo
 #[sqlx::test]
 async fn copied_records_keep_every_character_they_were_given(db: PgPool) {
     use ecommerce_api::{
+        audit::{self, sql},
         db::Db,
         domain::{OrderId, ProductId},
-        store::audit,
     };
 
     let hostile = "tab\there, newline\nthere, cr\r, backslash \\ and \\N, quote \" ' and ünïcödé ✓";
@@ -801,15 +801,15 @@ async fn copied_records_keep_every_character_they_were_given(db: PgPool) {
     ];
     let service = Db::from(db.clone());
     let batch = uuid::Uuid::now_v7();
-    audit::write_batch(&service, batch, &entries).await.unwrap();
-    audit::write_batch(&service, batch, &entries).await.unwrap();
+    sql::write_batch(&service, batch, &entries).await.unwrap();
+    sql::write_batch(&service, batch, &entries).await.unwrap();
     let rows: i64 = sqlx::query_scalar("select count(*) from audit_log")
         .fetch_one(&db)
         .await
         .unwrap();
     assert_eq!(rows, 4, "a batch is written once, however often it is sent");
 
-    let mut read = audit::list(&Db::from(db), "m\\t", None, 10).await.unwrap();
+    let mut read = sql::list(&Db::from(db), "m\\t", None, 10).await.unwrap();
     read.reverse();
     assert_eq!(read.len(), 4);
     for (record, entry) in read.iter().zip(&entries) {

@@ -196,9 +196,9 @@ async fn a_request_whose_idempotency_claim_was_taken_over_sells_nothing(db: PgPo
     fence.attempt = Some(holder);
     fence.occurred_at = since;
     fence.status = 503;
-    assert!(ecommerce_api::store::audit::fence(&db, &fence).await.unwrap());
+    assert!(ecommerce_api::audit::sql::fence(&db, &fence).await.unwrap());
     assert!(
-        !ecommerce_api::store::audit::fence(&db, &fence).await.unwrap(),
+        !ecommerce_api::audit::sql::fence(&db, &fence).await.unwrap(),
         "an attempt is fenced once"
     );
     assert_eq!(claim(&retry).await.unwrap(), Claim::Owned);

@@ -51,7 +51,7 @@ impl RequestContext {
             query: parts.uri.query().map(str::to_owned),
             client: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
             // Microseconds, as PostgreSQL keeps it: a record's time and
-            // attempt identify it (see `store::audit::fence`).
+            // attempt identify it (see `crate::audit::sql::fence`).
             occurred_at: Utc::now().trunc_subsecs(6),
             started: Instant::now(),
             attempt: Arc::default(),

@@ -23,7 +23,7 @@ use super::{AuditWritten, RequestContext};
 use crate::{
     error::{AppError, ConnectionLost},
     http::AppState,
-    store::{self, Committed},
+    store::Committed,
 };
 
 /// The longest the pipeline spends settling a write it lost sight of: a
@@ -60,7 +60,7 @@ pub fn deadline_passed() -> Response {
 struct Abandoned;
 
 /// Settles the request's write attempt, if it made one: a write the service
-/// lost sight of is fenced (see [`store::audit::fence`]), and the manager's
+/// lost sight of is fenced (see [`crate::audit::sql::fence`]), and the manager's
 /// lists are invalidated. Returns the answer to send.
 pub async fn settle(state: &AppState, context: &RequestContext, response: Response) -> Response {
     if context.attempt().is_none() {
@@ -88,7 +88,7 @@ pub async fn settle(state: &AppState, context: &RequestContext, response: Respon
 async fn fence(state: &AppState, context: &RequestContext, known: Response) -> Response {
     let code = known.extensions().get::<crate::error::ErrorCode>().map(|c| c.0);
     let mut record = context.entry(known.status().as_u16(), code);
-    let fenced = tokio::time::timeout(SETTLE_BUDGET, store::audit::fence(&state.db, &record)).await;
+    let fenced = tokio::time::timeout(SETTLE_BUDGET, crate::audit::sql::fence(&state.db, &record)).await;
     let mut response = match fenced {
         Ok(Ok(true)) => {
             tracing::warn!(request_id = %record.request_id, status = record.status,

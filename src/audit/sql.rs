@@ -1,70 +1,16 @@
-//! Audit rows. Rows of writes are inserted by the writes themselves (see
-//! `products` and `orders`); this module writes everything else in batches
-//! and reads a manager's trail back.
-
-use std::borrow::Cow;
+//! The audit trail's SQL: a write's own record inside its transaction
+//! ([`append`]), fences for writes the service lost sight of ([`fence`]),
+//! queued records in batches ([`write_batch`]), partitions, and a
+//! manager's trail read back ([`list`]). The columns of a record written by
+//! SQL are named once, in the database function `audit_append`; those of a
+//! `COPY`, once, in [`COPY`].
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
+use serde::Serialize;
 use uuid::Uuid;
 
-use crate::db::Db;
-
-/// One audit record, named as the `audit_log` columns are: a write hands it
-/// to PostgreSQL as JSON (read with `jsonb_populate_record(set)`), the
-/// background writer as a line of `COPY` text ([`write_batch`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// When the request arrived.
-    pub occurred_at: DateTime<Utc>,
-    /// The request's `X-Request-ID`.
-    pub request_id: String,
-    /// The manager the request named, or `""` when it named no valid one.
-    pub manager_id: String,
-    /// HTTP method.
-    pub method: String,
-    /// Request path.
-    pub path: String,
-    /// Raw query string, if any.
-    pub query: Option<String>,
-    /// Response status.
-    pub status: u16,
-    /// Error code of an error response.
-    pub error_code: Option<Cow<'static, str>>,
-    /// Time from arrival to the response (for writes: to the write).
-    pub duration_ms: f64,
-    /// The client's address.
-    pub client_addr: Option<String>,
-    /// Products the request changed (filled in by the write's statement).
-    pub product_ids: Vec<i64>,
-    /// The order the request created (filled in by the write's statement).
-    pub order_id: Option<i64>,
-    /// The write attempt this request made, if it made one: the record is
-    /// then unique per attempt (see [`fence`]).
-    pub attempt: Option<Uuid>,
-}
-
-impl AuditEntry {
-    /// Writes the record to the process log as one structured line.
-    pub fn log(&self) {
-        tracing::info!(
-            target: "audit",
-            request_id = %self.request_id,
-            manager_id = %self.manager_id,
-            method = %self.method,
-            path = %self.path,
-            query = self.query.as_deref().unwrap_or(""),
-            status = self.status,
-            error_code = self.error_code.as_deref().unwrap_or(""),
-            duration_ms = self.duration_ms,
-            client_addr = self.client_addr.as_deref().unwrap_or(""),
-            product_ids = ?self.product_ids,
-            order_id = self.order_id,
-            "request"
-        );
-    }
-}
+use super::AuditEntry;
+use crate::db::{Db, json_param};
 
 /// Writes a batch of queued records, once: in one transaction that also
 /// remembers `batch` (a retry of a batch whose commit reply was lost finds it
@@ -112,7 +58,7 @@ pub async fn forget_batches_older_than(db: &Db, age: std::time::Duration) -> Res
 /// (its record would collide): the idempotency key the attempt claimed, if
 /// it is still unsettled, is freed. Returns how many went in.
 async fn insert_attempts<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[&AuditEntry]) -> Result<u64, sqlx::Error> {
-    let rows = super::json_param(&entries)?;
+    let rows = json_param(&entries)?;
     let written = sqlx::query_scalar!(
         r#"with written as materialized (
                select e ->> 'manager_id' as manager_id, (e ->> 'attempt')::uuid as attempt
@@ -135,7 +81,7 @@ async fn insert_attempts<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[&AuditEnt
 /// (unique_violation, rolling the write back) when the request was settled
 /// by a fence first.
 pub async fn append(tx: &mut crate::db::Tx, record: &AuditEntry) -> Result<(), sqlx::Error> {
-    let entry = super::json_param(record)?;
+    let entry = json_param(record)?;
     sqlx::query_scalar!(r#"select audit_append($1, null, null, false) as "written!""#, entry)
         .fetch_one(tx)
         .await?;
