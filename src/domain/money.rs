@@ -35,14 +35,31 @@ impl Money {
                 _ => "must be a number".into(),
             });
         };
+        let out_of_range = || format!("must be more than 0 and at most {}", Self::MAX_PRICE);
+        let too_precise = || format!("must have at most {} decimal places", Self::DECIMALS);
+        // Written out exactly first: a digit beyond the decimal type's
+        // precision is refused, never rounded away.
         let text = number.as_str();
-        let amount = Decimal::from_str_exact(text)
-            .or_else(|_| Decimal::from_scientific(text))
-            .map_err(|_| "must be a decimal amount".to_owned())?;
+        let amount = match Decimal::from_str_exact(text) {
+            Ok(amount) => amount,
+            Err(_) => {
+                let plain = super::problems::plain(text).ok_or_else(out_of_range)?;
+                Decimal::from_str_exact(&plain).map_err(|_| {
+                    if plain
+                        .split_once('.')
+                        .is_some_and(|(_, f)| f.len() > Self::DECIMALS as usize)
+                    {
+                        too_precise()
+                    } else {
+                        out_of_range()
+                    }
+                })?
+            }
+        };
         if amount <= Decimal::ZERO || amount > Self::MAX_PRICE {
-            Err(format!("must be more than 0 and at most {}", Self::MAX_PRICE))
+            Err(out_of_range())
         } else if amount.normalize().scale() > Self::DECIMALS {
-            Err(format!("must have at most {} decimal places", Self::DECIMALS))
+            Err(too_precise())
         } else {
             Ok(Self(amount.round_dp(Self::DECIMALS)))
         }
@@ -119,6 +136,13 @@ mod tests {
         assert!(price("-1").is_err());
         assert!(price("1000000.01").is_err());
         assert!(price("1e300").is_err());
+        assert_eq!(
+            price("15.990000000000000000000000000001e0"),
+            Err("must have at most 2 decimal places".into()),
+            "a digit beyond the decimal type's precision is refused, not rounded away"
+        );
+        assert_eq!(price("1599e-2").unwrap(), price("15.99").unwrap());
+        assert!(price("1e-400").is_err());
         assert_eq!(Money::parse_price(&json!("15.99")), Err("must be a number".into()));
         assert_eq!(Money::parse_price(&json!(true)), Err("must be a number".into()));
         assert_eq!(Money::parse_price(&Value::Null), Err("is required".into()));

@@ -81,18 +81,72 @@ pub fn integer(value: &Value, range: RangeInclusive<i64>) -> Result<i64, String>
 /// `Some(Some(i))` for a whole number that fits an `i64`, `Some(None)` for a
 /// whole number that does not, `None` for a number with a fraction.
 fn whole(literal: &str) -> Option<Option<i64>> {
-    let digits = literal.strip_prefix('-').unwrap_or(literal);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(literal.parse().ok());
+    match plain(literal) {
+        Some(plain) if plain.contains('.') => None,
+        Some(plain) => Some(plain.parse().ok()),
+        // Too long to write out: a whole number only if huge.
+        None => literal.parse::<f64>().ok().filter(|f| f.abs() >= 1.0).map(|_| None),
     }
-    let exact =
-        rust_decimal::Decimal::from_str_exact(literal).or_else(|_| rust_decimal::Decimal::from_scientific(literal));
-    match exact {
-        Ok(d) if d.fract().is_zero() => Some(i64::try_from(d).ok()),
-        Ok(_) => None,
-        // Too large or too small for a decimal: a whole number only if huge.
-        Err(_) => literal.parse::<f64>().ok().filter(|f| f.abs() >= 1.0).map(|_| None),
+}
+
+/// The longest plain decimal [`plain`] writes out.
+const PLAIN_MAX: usize = 64;
+
+/// A JSON number literal (`-1.5e2`, `15.990e0`, `2`) written out as a plain
+/// decimal with no exponent, exactly (`-150`, `15.99`, `2`): no digit
+/// dropped, trailing fractional zeros and leading zeros removed. `None` when
+/// it is not a number or would be longer than [`PLAIN_MAX`] characters.
+///
+/// Written by hand because the decimal crate's scientific parser rounds to
+/// its 28 significant digits, which would turn
+/// `15.990000000000000000000000000001e0` into a valid price.
+pub fn plain(literal: &str) -> Option<String> {
+    let (negative, unsigned) = match literal.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, literal),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], unsigned[at + 1..].parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((_, "")) => return None,
+        Some(parts) => parts,
+        None => (mantissa, ""),
+    };
+    if int.is_empty() || !(int.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    let digits: String = [int, frac].concat();
+    // Where the decimal point falls in `digits` once the exponent moved it.
+    let point = i64::try_from(int.len()).ok()?.checked_add(exponent)?;
+    let len = i64::try_from(digits.len()).ok()?;
+    if point.abs() > PLAIN_MAX as i64 + len {
+        return None;
+    }
+    let (whole, fraction) = if point <= 0 {
+        (
+            String::new(),
+            format!("{}{digits}", "0".repeat(point.unsigned_abs() as usize)),
+        )
+    } else if point >= len {
+        (format!("{digits}{}", "0".repeat((point - len) as usize)), String::new())
+    } else {
+        let (w, f) = digits.split_at(point as usize);
+        (w.to_owned(), f.to_owned())
+    };
+    let whole = whole.trim_start_matches('0');
+    let fraction = fraction.trim_end_matches('0');
+    let mut out = String::with_capacity(whole.len() + fraction.len() + 3);
+    if negative && !(whole.is_empty() && fraction.is_empty()) {
+        out.push('-');
+    }
+    out.push_str(if whole.is_empty() { "0" } else { whole });
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    (out.len() <= PLAIN_MAX).then_some(out)
 }
 
 /// Why `body` is not a JSON object, if it is not.
@@ -108,6 +162,45 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn numbers_are_written_out_exactly_whatever_their_exponent() {
+        for (literal, written) in [
+            ("2", "2"),
+            ("-0", "0"),
+            ("002.500", "2.5"),
+            ("1e2", "100"),
+            ("1.5E-2", "0.015"),
+            ("-15.990e1", "-159.9"),
+            (
+                "15.990000000000000000000000000001e0",
+                "15.990000000000000000000000000001",
+            ),
+            ("1234e-2", "12.34"),
+        ] {
+            assert_eq!(plain(literal).as_deref(), Some(written), "{literal}");
+        }
+        for refused in [
+            "1e400",
+            "1e-400",
+            "x",
+            "",
+            "1.",
+            ".5",
+            "1e",
+            "--1",
+            "1e99999999999999999999",
+        ] {
+            assert_eq!(plain(refused), None, "{refused}");
+        }
+        assert_eq!(
+            integer(
+                &serde_json::from_str("1.0000000000000000000000000001e0").unwrap(),
+                0..=10
+            ),
+            Err("must be a whole number".into())
+        );
+    }
 
     #[test]
     fn keeps_the_first_reason_for_each_path_and_every_path() {
