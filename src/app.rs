@@ -124,6 +124,7 @@ pub async fn state(
             spill_dir: settings.audit_spill_dir.clone(),
         },
     );
+    let anonymous = MemoryLimiter::new(settings.anon_rate_limit_max, window, settings.rate_limit_max_managers);
     let state = AppState::new(Shared {
         db,
         settings,
@@ -131,7 +132,9 @@ pub async fn state(
         cache,
         redis,
         audit,
+        anonymous,
         metrics: crate::metrics::install(),
+        readiness: Default::default(),
     });
     Ok((state, writer))
 }

@@ -133,6 +133,21 @@ pub struct Settings {
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1024..=67_108_864).map(|n| n as usize))]
     pub body_limit_bytes: usize,
+    /// Proxies (CIDRs, comma-separated) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the client: only a request from one of
+    /// them is taken to come from the rightmost hop that is not itself one.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins (comma-separated, e.g. `https://shop.example`) allowed to call
+    /// the API from a browser: they get CORS headers and preflights.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+    /// Requests naming no valid manager accepted per client address in each
+    /// rate-limit window, per instance; beyond it they are answered 429 and
+    /// not audited.
+    #[arg(long, env = "ANON_RATE_LIMIT_MAX", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub anon_rate_limit_max: u32,
     /// Seconds a request may take before it is answered 504.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -190,6 +205,9 @@ impl Default for Settings {
         Self {
             rate_limit_max: 100,
             rate_limit_window_secs: 3600,
+            anon_rate_limit_max: 1000,
+            trusted_proxies: Vec::new(),
+            cors_allowed_origins: Vec::new(),
             body_limit_bytes: 1_048_576,
             request_timeout_secs: 30,
             cache_ttl_secs: 60,

@@ -158,6 +158,16 @@ codes! {
         when: "No route has this path.",
         details: {},
     }
+    UriTooLong = URI_TOO_LONG, "URI_TOO_LONG" {
+        message: "the request line is too long",
+        when: "The request's path and query are over 8 KiB.",
+        details: {"uri": "must be at most 8192 bytes"},
+    }
+    HeadersTooLarge = REQUEST_HEADER_FIELDS_TOO_LARGE, "HEADERS_TOO_LARGE" {
+        message: "the request's headers are too large",
+        when: "The request's headers are over 32 KiB together.",
+        details: {"headers": "must be at most 32768 bytes together"},
+    }
     MethodNotAllowed = METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED" {
         message: "method not allowed on this route",
         when: "The path exists, the method does not.",
@@ -357,6 +367,8 @@ impl AppError {
         match status {
             StatusCode::NOT_FOUND => Self::new(Code::NotFound),
             StatusCode::METHOD_NOT_ALLOWED => Self::new(Code::MethodNotAllowed),
+            StatusCode::URI_TOO_LONG => Self::new(Code::UriTooLong),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::new(Code::HeadersTooLarge),
             StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(0),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(Code::UnsupportedMediaType),
             StatusCode::REQUEST_TIMEOUT => Self::new(Code::RequestTimeout),

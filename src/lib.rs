@@ -31,6 +31,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             args.check()?;
+            if args.redis_url.is_none() {
+                tracing::warn!(
+                    "REDIS_URL is unset: this instance keeps its own rate limit and cache; \
+                     several instances would each let a manager make the full limit of requests"
+                );
+            }
             let (db, embedded) = db::open(&args.db).await?;
             let served = async {
                 db::migrate(&db).await?;

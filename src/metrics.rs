@@ -29,8 +29,21 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// The `method` label of a request: one of the methods the API knows, or
+/// `other`, so made-up method names never create new series.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// One finished HTTP request.
-pub fn request(route: &str, method: &str, status: u16, elapsed: Duration) {
+pub fn request(route: &str, method: &'static str, status: u16, elapsed: Duration) {
     let labels = [
         ("route", route.to_owned()),
         ("method", method.to_owned()),
@@ -38,6 +51,17 @@ pub fn request(route: &str, method: &str, status: u16, elapsed: Duration) {
     ];
     counter!("http_requests_total", &labels).increment(1);
     histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
+}
+
+/// A request that named no manager refused, unaudited, past its client
+/// address's limit.
+pub fn anonymous_refused() {
+    counter!("anonymous_requests_refused_total").increment(1);
+}
+
+/// A readiness check of the database made (not one answered from the last).
+pub fn readiness_checked() {
+    counter!("readiness_checks_total").increment(1);
 }
 
 /// A product-list cache lookup.

@@ -49,6 +49,9 @@ pub struct Limits {
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets the
 /// requests in flight finish.
+/// The largest read buffer of a connection.
+const MAX_READ_BUFFER: usize = 128 * 1024;
+
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -58,7 +61,14 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(None);
+    // The read buffer holds a request's line and headers: room for the
+    // largest the service answers itself (414 and 431 in the envelope, see
+    // `http::request::size`) with a margin; anything larger is refused by
+    // the HTTP server before it is read whole.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(MAX_READ_BUFFER);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {

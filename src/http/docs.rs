@@ -93,6 +93,8 @@ impl Kind {
         match self {
             Self::Read => &[
                 Code::InvalidRequest,
+                Code::UriTooLong,
+                Code::HeadersTooLarge,
                 Code::RateLimitExceeded,
                 Code::ServiceUnavailable,
                 Code::Timeout,
@@ -100,6 +102,8 @@ impl Kind {
             ],
             Self::Write => &[
                 Code::InvalidRequest,
+                Code::UriTooLong,
+                Code::HeadersTooLarge,
                 Code::RateLimitExceeded,
                 Code::ServiceUnavailable,
                 Code::Timeout,

@@ -1,6 +1,6 @@
 //! Liveness, readiness and metrics: not rate-limited, not audited.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::{Json, extract::State};
 use serde::Serialize;
@@ -41,21 +41,50 @@ pub async fn healthz() -> Json<Health> {
                  ("degraded" = (value = json!({"status": "degraded", "redis": "unreachable"}))))),
     ReadyzErrors))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
-    let ping = sqlx::query_scalar!("select 1 as \"one!\"").fetch_one(&state.db);
-    let degraded = state.redis.as_ref().is_some_and(|redis| !redis.is_up());
-    match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) if degraded => Ok(Json(Health {
+    state.readiness.database(&state.db).await?;
+    Ok(Json(match state.redis.as_ref().is_some_and(|redis| !redis.is_up()) {
+        true => Health {
             status: "degraded",
             redis: Some("unreachable"),
-        })),
-        Ok(Ok(_)) => Ok(Json(Health {
+        },
+        false => Health {
             status: "ok",
             redis: None,
-        })),
-        Ok(Err(err)) => Err(AppError::unavailable(err)),
-        Err(_) => Err(AppError::unavailable(anyhow::anyhow!(
-            "database did not answer within 2 s"
-        ))),
+        },
+    }))
+}
+
+/// How long a readiness check's answer is reused.
+const READINESS_FRESH: Duration = Duration::from_secs(1);
+
+/// The database's readiness, checked at most once per [`READINESS_FRESH`]:
+/// a flood of probes shares one check (the others wait for it, or reuse its
+/// answer) instead of each taking a connection from the requests.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl Readiness {
+    /// Whether the database answered its last check (made now if the last
+    /// one is older than [`READINESS_FRESH`]) within 2 seconds.
+    async fn database(&self, db: &crate::db::Db) -> Result<(), AppError> {
+        let mut last = self.last.lock().await;
+        let answer = match &*last {
+            Some((at, answer)) if at.elapsed() < READINESS_FRESH => answer.clone(),
+            _ => {
+                crate::metrics::readiness_checked();
+                let ping = sqlx::query_scalar!("select 1 as \"one!\"").fetch_one(db);
+                let answer = match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err("database did not answer within 2 s".to_owned()),
+                };
+                *last = Some((Instant::now(), answer.clone()));
+                answer
+            }
+        };
+        answer.map_err(|cause| AppError::unavailable(anyhow::anyhow!(cause)))
     }
 }
 

@@ -58,6 +58,9 @@ pub struct Shared {
     pub settings: Settings,
     /// The per-manager rate limiter.
     pub limiter: Limiter,
+    /// The limiter of requests that name no valid manager, per client
+    /// address, in this instance.
+    pub anonymous: crate::rate_limit::MemoryLimiter<std::net::IpAddr>,
     /// The product-list cache.
     pub cache: ListCache,
     /// The Redis shared with other instances, if configured.
@@ -66,6 +69,8 @@ pub struct Shared {
     pub audit: AuditSink,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// `/readyz`'s last check of the database.
+    pub readiness: health::Readiness,
 }
 
 impl AppState {
@@ -131,6 +136,8 @@ fn build(state: AppState, extra: Router<AppState>) -> Router {
         .layer(middleware::map_response(envelope_bare_errors))
         .layer(middleware::from_fn_with_state(state.clone(), request::api_pipeline))
         .layer(middleware::map_response(common_headers))
+        .layer(cors(&state.settings.cors_allowed_origins))
+        .layer(middleware::from_fn(preflight_no_content))
         .layer(middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -145,6 +152,58 @@ async fn invalidate(state: &AppState, manager: &ManagerId) {
     if let Err(err) = state.cache.invalidate(manager).await {
         tracing::error!(error = %err, %manager, "could not invalidate the product-list cache");
     }
+}
+
+/// CORS for the configured origins (none by default: no CORS headers at
+/// all). An allowed origin's preflight `OPTIONS` is answered 204 here,
+/// before the API pipeline (it is neither counted nor audited), with the
+/// methods and headers the API uses; its responses expose the headers a
+/// browser client needs.
+fn cors(origins: &[String]) -> tower::util::Either<tower_http::cors::CorsLayer, tower::layer::util::Identity> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let name = HeaderName::from_static;
+    tower::util::Either::Left(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::IF_NONE_MATCH,
+                name("idempotency-key"),
+                name("x-request-id"),
+            ])
+            .expose_headers([
+                name("x-ratelimit-limit"),
+                name("x-ratelimit-remaining"),
+                name("x-ratelimit-reset"),
+                header::RETRY_AFTER,
+                header::LINK,
+                header::ETAG,
+                name("x-request-id"),
+                name("idempotent-replayed"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// A CORS preflight the CORS layer answered has no content: 204, as the
+/// contract says (the layer answers 200).
+async fn preflight_no_content(request: Request, next: Next) -> Response {
+    let preflight = request.method() == axum::http::Method::OPTIONS;
+    let mut response = next.run(request).await;
+    if preflight
+        && response.status() == StatusCode::OK
+        && response.headers().contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+    {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 /// A client's `X-Request-ID` is kept only if it is 1–128 visible ASCII
@@ -211,12 +270,12 @@ async fn track_metrics(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = crate::metrics::method_label(request.method());
     let response = next.run(request).await;
     if response.status() == StatusCode::TOO_MANY_REQUESTS {
         crate::metrics::rate_limited();
     }
-    crate::metrics::request(&route, &method, response.status().as_u16(), started.elapsed());
+    crate::metrics::request(&route, method, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -2,6 +2,7 @@
 
 use std::{
     collections::VecDeque,
+    hash::Hash,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -11,20 +12,24 @@ use moka::sync::Cache;
 use super::{Decision, admit};
 use crate::domain::ManagerId;
 
-/// Sliding logs of the active managers of this process, each behind its own
-/// lock (no lock is shared by all requests). Bounded: a log idle for a whole
-/// window is empty and is forgotten, and beyond `max_managers` the least
-/// recently used logs are forgotten first (such a manager starts a fresh
-/// window on this instance).
+/// Sliding logs of the active managers (or, for anonymous requests, client
+/// addresses: any key `K`) of this process, each behind its own lock (no
+/// lock is shared by all requests). Bounded: a log idle for a whole window is
+/// empty and is forgotten, and beyond `max_managers` the least recently used
+/// logs are forgotten first (such a key starts a fresh window on this
+/// instance).
 #[derive(Debug, Clone)]
-pub struct MemoryLimiter {
-    logs: Cache<ManagerId, Arc<Mutex<VecDeque<u64>>>>,
+pub struct MemoryLimiter<K = ManagerId>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    logs: Cache<K, Arc<Mutex<VecDeque<u64>>>>,
     limit: u32,
     window: Duration,
     epoch: Instant,
 }
 
-impl MemoryLimiter {
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> MemoryLimiter<K> {
     /// `limit` requests per `window` per manager, logs of at most
     /// `max_managers` managers.
     pub fn new(limit: u32, window: Duration, max_managers: u64) -> Self {
@@ -36,10 +41,10 @@ impl MemoryLimiter {
         }
     }
 
-    /// Counts a request of `manager` if its window has room.
-    pub fn check(&self, manager: &ManagerId) -> Decision {
+    /// Counts a request of `key` if its window has room.
+    pub fn check(&self, key: &K) -> Decision {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let log = self.logs.get_with_by_ref(manager, Arc::default);
+        let log = self.logs.get_with_by_ref(key, Arc::default);
         let mut log = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         admit(&mut log, now_ms, self.limit, self.window)
     }

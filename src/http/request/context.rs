@@ -1,8 +1,9 @@
 //! What the service knows about the request being served: its id, method,
 //! path, query, client, arrival time and the manager it acts for.
 
+use ipnet::IpNet;
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, OnceLock},
     time::Instant,
 };
@@ -26,7 +27,7 @@ pub struct RequestContext {
     method: Method,
     path: String,
     query: Option<String>,
-    client: Option<SocketAddr>,
+    client: Option<IpAddr>,
     occurred_at: DateTime<Utc>,
     started: Instant,
     /// The write this request attempts, once its handler starts one; shared
@@ -36,8 +37,12 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The context of a request that has just arrived.
-    pub fn arrived(parts: &Parts) -> Self {
+    /// The most query text an audit record keeps.
+    pub const MAX_QUERY_AUDITED: usize = 2048;
+
+    /// The context of a request that has just arrived, from a peer that may
+    /// be one of the `trusted` proxies.
+    pub fn arrived(parts: &Parts, trusted: &[IpNet]) -> Self {
         Self {
             request_id: parts
                 .headers
@@ -48,14 +53,29 @@ impl RequestContext {
             manager: None,
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            client: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+            query: parts.uri.query().map(|query| {
+                let mut end = query.len().min(Self::MAX_QUERY_AUDITED);
+                while !query.is_char_boundary(end) {
+                    end -= 1;
+                }
+                query[..end].to_owned()
+            }),
+            client: super::client::address(
+                parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+                &parts.headers,
+                trusted,
+            ),
             // Microseconds, as PostgreSQL keeps it: a record's time and
             // attempt identify it (see `crate::audit::sql::fence`).
             occurred_at: Utc::now().trunc_subsecs(6),
             started: Instant::now(),
             attempt: Arc::default(),
         }
+    }
+
+    /// The client's address (through trusted proxies, the one they name).
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client
     }
 
     /// Milliseconds since the request arrived.
@@ -91,7 +111,7 @@ impl RequestContext {
             status,
             error_code: error_code.map(Into::into),
             duration_ms: self.elapsed_ms(),
-            client_addr: self.client.map(|addr| addr.ip().to_string()),
+            client_addr: self.client.map(|addr| addr.to_string()),
             product_ids: Vec::new(),
             order_id: None,
             attempt: self.attempt(),

@@ -6,14 +6,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use std::net::IpAddr;
+
 use crate::{domain::ManagerId, error::AppError, http::AppState, rate_limit::Decision};
 
-/// Counts the request against `manager` (if it names one): the decision for
-/// the headers, and the 429 when the manager's window is full.
-pub async fn check(state: &AppState, manager: Option<&ManagerId>) -> (Option<Decision>, Option<Response>) {
-    let Some(manager) = manager else {
-        return (None, None);
-    };
+/// Counts the request against `manager`: the decision for the headers, and
+/// the 429 when the manager's window is full.
+pub async fn check(state: &AppState, manager: &ManagerId) -> (Option<Decision>, Option<Response>) {
     let decision = state.limiter.check(manager).await;
     let refused = (!decision.allowed).then(|| {
         AppError::rate_limited(
@@ -24,6 +23,25 @@ pub async fn check(state: &AppState, manager: Option<&ManagerId>) -> (Option<Dec
         .into_response()
     });
     (Some(decision), refused)
+}
+
+/// Counts a request that names no valid manager against its client address
+/// (`ANON_RATE_LIMIT_MAX` per window, in this instance): the 429 once the
+/// address's window is full.
+pub fn anonymous(state: &AppState, client: Option<IpAddr>) -> Option<Response> {
+    let decision = state.anonymous.check(&client?);
+    (!decision.allowed).then(|| {
+        let mut response = AppError::rate_limited(
+            decision.limit,
+            state.settings.rate_limit_window_secs,
+            decision.reset_secs,
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    })
 }
 
 /// Adds `X-RateLimit-Limit`, `-Remaining` and `-Reset`.

@@ -6,10 +6,12 @@
 //! (exactly one audit record).
 
 mod body;
+mod client;
 mod context;
 mod limit;
 mod manager;
 mod record;
+pub mod size;
 mod write;
 
 use std::{
@@ -48,6 +50,9 @@ use crate::{db, error::AppError};
 /// and its write settled (see [`write`]).
 pub async fn api_pipeline(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/api/") {
+        if let Some(refused) = size::refusal(request.uri(), request.headers()) {
+            return refused.into_response();
+        }
         return next.run(request).await;
     }
     let (reply, answer) = oneshot::channel();
@@ -59,14 +64,19 @@ pub async fn api_pipeline(State(state): State<AppState>, request: Request, next:
 
 async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Sender<Response>) {
     let (mut parts, body) = request.into_parts();
-    let mut context = RequestContext::arrived(&parts);
+    let mut context = RequestContext::arrived(&parts, &state.settings.trusted_proxies);
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
-    let parsed = if parts.method == Method::POST {
+    // A request too large to read is answered as it is, for no manager.
+    let oversize = size::refusal(&parts.uri, &parts.headers);
+    let parsed = if parts.method == Method::POST && oversize.is_none() {
         body::read_json(&parts.headers, body, state.settings.body_limit_bytes, timeout).await
     } else {
         Ok(Value::Null)
     };
-    let query = Query::parse(parts.uri.query());
+    let query = match oversize {
+        None => Query::parse(parts.uri.query()),
+        Some(_) => Query::default(),
+    };
     let named = manager::decide(&parts.method, &query, &parsed);
     context.manager = named.manager;
     let parsed = if named.conflict {
@@ -75,7 +85,19 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
         parsed
     };
 
-    let (decision, refused) = limit::check(&state, context.manager.as_ref()).await;
+    let (decision, refused) = match &context.manager {
+        Some(manager) => limit::check(&state, manager).await,
+        None => match limit::anonymous(&state, context.client_ip()) {
+            // Past its address's limit, an anonymous request costs no
+            // audit record either: its cost stays bounded.
+            Some(refused) => {
+                crate::metrics::anonymous_refused();
+                let _ = reply.send(refused);
+                return;
+            }
+            None => (None, oversize.map(IntoResponse::into_response)),
+        },
+    };
     // A place for this request's audit record, or a prompt 503 when the
     // audit log is not keeping up (the database is away).
     let slot = state.audit.reserve().await;
