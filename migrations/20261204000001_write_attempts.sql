@@ -61,3 +61,7 @@ language sql volatile as $$
                     where manager_id = manager and key = idem_key and claim_token = attempt and status is null
                       for update)
 $$;
+
+-- The request that holds an idempotency key's claim, so that a later
+-- request settling the claim writes the record under its request id.
+alter table idempotency_key add column claim_request_id text;

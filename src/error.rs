@@ -422,12 +422,17 @@ impl From<Problems> for AppError {
 
 impl From<sqlx::Error> for AppError {
     /// Connection trouble is a 503 the client may retry; anything else is a
-    /// bug or a broken invariant, a 500.
+    /// bug or a broken invariant, a 500. A protocol error is connection
+    /// trouble: it is what the driver reports when the other end is not the
+    /// server it expects mid-exchange (a proxy that closed the connection
+    /// while the server failed over answers the TLS request with nothing).
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::unavailable(err)
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Self::unavailable(err),
             sqlx::Error::Database(ref db) if is_unavailable_state(db.code().as_deref()) => Self::unavailable(err),
             // statement_timeout (57014) or lock_timeout (55P03): the database
             // is too busy to answer in time; the client may retry.

@@ -55,19 +55,24 @@ pub async fn forget_batches_older_than(db: &Db, age: std::time::Duration) -> Res
 /// Writes the records of write attempts in one statement, each only if its
 /// attempt has no record yet. A record that goes in proves its attempt's
 /// write never committed (a committed write has its own) and now never will
-/// (its record would collide): the idempotency key the attempt claimed, if
-/// it is still unsettled, is freed. Returns how many went in.
+/// (its record would collide). Either way the attempt has a record
+/// afterwards, so an idempotency key it still holds unsettled is freed: a
+/// committed write would have settled it. Returns how many went in.
 async fn insert_attempts<'e>(db: impl sqlx::PgExecutor<'e>, entries: &[&AuditEntry]) -> Result<u64, sqlx::Error> {
     let rows = json_param(&entries)?;
     let written = sqlx::query_scalar!(
-        r#"with written as materialized (
-               select e ->> 'manager_id' as manager_id, (e ->> 'attempt')::uuid as attempt
+        r#"with entries as materialized (
+               select e, e ->> 'manager_id' as manager_id, (e ->> 'attempt')::uuid as attempt
                  from jsonb_array_elements($1) e
-                where audit_append(e, null, null, true)
+           ), written as materialized (
+               select attempt from entries where audit_append(e, null, null, true)
            ), freed as (
+               -- Every attempt given has a record now, this one or one
+               -- before it: a key it still holds unsettled is free (a write
+               -- that committed settled its key in its own transaction).
                delete from idempotency_key k
-                using written w
-                where k.manager_id = w.manager_id and k.claim_token = w.attempt and k.status is null
+                using entries x
+                where k.manager_id = x.manager_id and k.claim_token = x.attempt and k.status is null
            )
            select count(*) as "written!" from written"#,
         rows

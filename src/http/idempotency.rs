@@ -116,9 +116,9 @@ pub async fn begin(
         return Ok(Begun::Run(None));
     };
     let manager = ManagerId::parse(&record.manager_id).map_err(|why| AppError::invalid("manager_id", why))?;
-    let attempt = record
-        .attempt
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("a keyed write without an attempt")))?;
+    if record.attempt.is_none() {
+        return Err(AppError::internal(anyhow::anyhow!("a keyed write without an attempt")));
+    }
     // serde_json's maps are sorted, so this text is the same for any
     // spelling of the same body (key order, white space).
     let body = serde_json::to_string(body).map_err(AppError::internal)?;
@@ -131,7 +131,7 @@ pub async fn begin(
         .unwrap_or(chrono::Duration::MAX);
     let mut settled_one = false;
     loop {
-        let claim = store::idempotency::claim(&state.db, &manager, &key, &request, attempt, record.occurred_at).await?;
+        let claim = store::idempotency::claim(&state.db, &manager, &key, &request, record).await?;
         return Ok(match claim {
             Claim::Owned => Begun::Run(Some(key)),
             Claim::Sold { order_id, total } => Begun::Replay(replayed(sold(order_id, total))),
@@ -140,11 +140,12 @@ pub async fn begin(
             Claim::InUse {
                 attempt: Some(earlier),
                 since: Some(since),
+                request_id,
             } if !settled_one && chrono::Utc::now() - since > deadline => {
                 let mut fence = record.clone();
                 fence.attempt = Some(earlier);
                 fence.occurred_at = since;
-                fence.request_id = String::new();
+                fence.request_id = request_id.unwrap_or_default();
                 fence.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
                 fence.error_code = Some(Code::OutcomeUnknown.as_str().into());
                 fence.duration_ms = deadline.num_milliseconds() as f64;

@@ -179,7 +179,11 @@ async fn apply_once(
             })
             .collect();
         return Err(refusal(&judged).map_or_else(
-            || Failure::Database(sqlx::Error::Protocol("adjustments refused with no failing item".into())),
+            || {
+                Failure::Database(sqlx::Error::InvalidArgument(
+                    "adjustments refused with no failing item".into(),
+                ))
+            },
             Failure::Refused,
         ));
     }

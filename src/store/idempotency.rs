@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::db::Db;
 use crate::domain::{ManagerId, Money, OrderId};
+use crate::{audit::AuditEntry, db::Db};
 
 /// What a request carrying a key may do.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,23 +41,24 @@ pub enum Claim {
         attempt: Option<Uuid>,
         /// When that request arrived.
         since: Option<DateTime<Utc>>,
+        /// That request's id.
+        request_id: Option<String>,
     },
 }
 
 /// Claims `key` for a request with this (canonical) body, under its write
-/// attempt `attempt` (which arrived at `arrived`).
+/// attempt (the attempt, arrival time and request id of `record`).
 pub async fn claim(
     db: &Db,
     manager: &ManagerId,
     key: &str,
     request: &str,
-    attempt: Uuid,
-    arrived: DateTime<Utc>,
+    record: &AuditEntry,
 ) -> Result<Claim, sqlx::Error> {
     let row = sqlx::query!(
         r#"with claimed as (
-               insert into idempotency_key (manager_id, key, request, claim_token, claimed_at)
-               values ($1, $2, $3, $4, $5)
+               insert into idempotency_key (manager_id, key, request, claim_token, claimed_at, claim_request_id)
+               values ($1, $2, $3, $4, $5, $6)
                on conflict (manager_id, key) do nothing
             returning 1
            )
@@ -67,6 +68,7 @@ pub async fn claim(
                   k.response as "response?",
                   k.claim_token as "attempt?",
                   k.claimed_at as "since?",
+                  k.claim_request_id as "request_id?",
                   o.id as "order_id?",
                   o.total_amount as "total?"
              from (values (1)) as one (x)
@@ -75,8 +77,9 @@ pub async fn claim(
         manager.as_str(),
         key,
         request,
-        attempt,
-        arrived,
+        record.attempt,
+        record.occurred_at,
+        record.request_id,
     )
     .fetch_one(db)
     .await?;
@@ -86,6 +89,7 @@ pub async fn claim(
         r if r.same_request.is_none() => Claim::InUse {
             attempt: None,
             since: None,
+            request_id: None,
         },
         r if r.same_request == Some(false) => Claim::Reused,
         r => match (r.status, r.order_id, r.total, r.response) {
@@ -100,6 +104,7 @@ pub async fn claim(
             _ => Claim::InUse {
                 attempt: r.attempt,
                 since: r.since,
+                request_id: r.request_id,
             },
         },
     })

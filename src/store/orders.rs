@@ -226,7 +226,7 @@ async fn process_once(
                 .collect();
             refusal(&lines).map(Failure::Refused).map_or_else(
                 || {
-                    Err(Failure::Database(sqlx::Error::Protocol(
+                    Err(Failure::Database(sqlx::Error::InvalidArgument(
                         "order refused with no failing line".into(),
                     )))
                 },

@@ -175,9 +175,7 @@ async fn a_request_whose_idempotency_claim_was_taken_over_sells_nothing(db: PgPo
     };
     let first = attempt(chrono::Utc::now() - chrono::Duration::minutes(5));
     let retry = attempt(chrono::Utc::now());
-    let claim = |entry: &AuditEntry| {
-        idempotency::claim(&db, &manager, "k", &request, entry.attempt.unwrap(), entry.occurred_at)
-    };
+    let claim = async |entry: &AuditEntry| idempotency::claim(&db, &manager, "k", &request, entry).await;
 
     // The first request claims the key, then stalls past its deadline; a
     // retry finds the key unsettled, with the attempt that holds it.
@@ -185,6 +183,7 @@ async fn a_request_whose_idempotency_claim_was_taken_over_sells_nothing(db: PgPo
     let Claim::InUse {
         attempt: Some(holder),
         since: Some(since),
+        ..
     } = claim(&retry).await.unwrap()
     else {
         panic!("the key is in use")
@@ -248,4 +247,55 @@ async fn the_services_connections_bound_their_statements_on_the_server(db: PgPoo
     assert_eq!(code.as_deref(), Some("57014"), "cancelled by statement_timeout");
     let as_http = ecommerce_api::error::AppError::from(slow);
     assert_eq!(as_http.parts().0, 503);
+}
+
+#[sqlx::test]
+async fn a_claim_that_became_visible_after_its_attempt_was_settled_is_freed_by_the_next_settlement(db: PgPool) {
+    use chrono::SubsecRound;
+    use ecommerce_api::{
+        audit::{AuditEntry, sql::fence},
+        domain::ManagerId,
+        store::idempotency::{self, Claim},
+    };
+    let manager = ManagerId::parse("m").unwrap();
+    let attempt = |at: chrono::DateTime<chrono::Utc>, request_id: &str| AuditEntry {
+        occurred_at: at.trunc_subsecs(6),
+        request_id: request_id.into(),
+        manager_id: "m".into(),
+        method: "POST".into(),
+        path: "/api/orders/process".into(),
+        query: None,
+        status: 504,
+        error_code: Some("TIMEOUT".into()),
+        duration_ms: 0.0,
+        client_addr: None,
+        product_ids: vec![],
+        order_id: None,
+        attempt: Some(uuid::Uuid::now_v7()),
+    };
+    let db = ecommerce_api::db::Db::from(db);
+    let first = attempt(chrono::Utc::now() - chrono::Duration::minutes(5), "first");
+    // The first request was settled at its deadline (its record is in)
+    // while its claim was still on its way (a commit waiting for a standby):
+    // the claim shows up afterwards, unsettled.
+    assert!(fence(&db, &first).await.unwrap());
+    assert_eq!(
+        idempotency::claim(&db, &manager, "k", "{}", &first).await.unwrap(),
+        Claim::Owned
+    );
+    let retry = attempt(chrono::Utc::now(), "retry");
+    let Claim::InUse { request_id, .. } = idempotency::claim(&db, &manager, "k", "{}", &retry).await.unwrap() else {
+        panic!("the key is held")
+    };
+    assert_eq!(
+        request_id.as_deref(),
+        Some("first"),
+        "the holder's request id, for its record"
+    );
+    // Settling it again writes nothing, and frees the key.
+    assert!(!fence(&db, &first).await.unwrap());
+    assert_eq!(
+        idempotency::claim(&db, &manager, "k", "{}", &retry).await.unwrap(),
+        Claim::Owned
+    );
 }

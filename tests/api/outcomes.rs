@@ -175,8 +175,9 @@ async fn a_write_whose_commit_reply_was_lost_is_answered_outcome_unknown_and_its
     let tea = app.seed("m", "Tea", 1.0, 10).await;
     assert_eq!(listed_quantity(&app).await, 10, "the list is cached");
 
-    // The statement commits; its reply never reaches the service.
-    proxy.arm(Lose::Reply(b"lost-reply".to_vec()));
+    // The order's statement (the one carrying its audit record) commits; its
+    // reply never reaches the service.
+    proxy.arm(Lose::Reply(br#""request_id":"lost-reply""#.to_vec()));
     let lost = send(&app, ORDERS, &order(&tea), "lost-reply", Some("k2")).await;
     assert_eq!(proxy.sprung(), 1);
     assert_eq!(header(&lost, "retry-after"), "1");
@@ -207,7 +208,7 @@ async fn a_write_lost_on_its_way_is_answered_503_and_its_key_runs_again(db: PgPo
     let app = app_on(&db, service_db(&through(&url, &proxy), 2).await, settings()).await;
     let tea = app.seed("m", "Tea", 1.0, 10).await;
 
-    proxy.arm(Lose::Request(b"lost-request".to_vec()));
+    proxy.arm(Lose::Request(br#""request_id":"lost-request""#.to_vec()));
     let lost = send(&app, ORDERS, &order(&tea), "lost-request", Some("k3")).await;
     assert_eq!(proxy.sprung(), 1);
     assert_eq!(header(&lost, "retry-after"), "1");
@@ -239,7 +240,7 @@ async fn an_outcome_the_database_could_not_be_asked_about_is_settled_once_it_ret
     let tea = app.seed("m", "Tea", 1.0, 10).await;
 
     proxy.refuse(true);
-    proxy.arm(Lose::Request(b"unreachable".to_vec()));
+    proxy.arm(Lose::Request(br#""request_id":"unreachable""#.to_vec()));
     let lost = send(&app, ORDERS, &order(&tea), "unreachable", Some("k4")).await;
     assert_eq!(header(&lost, "retry-after"), "1");
     let (status, error) = error_of(lost).await;
@@ -286,4 +287,28 @@ async fn an_audit_batch_whose_commit_reply_was_lost_is_written_once(db: PgPool) 
     assert_eq!(proxy.sprung(), 1, "the commit's reply was dropped");
     app.stop().await;
     assert_eq!(records(&db, "lost-batch-reply", 1).await.len(), 1, "written once");
+}
+
+#[sqlx::test]
+async fn a_keyed_write_whose_claim_reply_was_lost_is_settled_and_its_key_freed(db: PgPool) {
+    let url = database_url_for(&db);
+    let proxy = Proxy::start(upstream(&url)).await;
+    let app = app_on(&db, service_db(&through(&url, &proxy), 2).await, settings()).await;
+    let tea = app.seed("m", "Tea", 1.0, 10).await;
+
+    // The key's claim commits, its reply is lost: the order never runs.
+    proxy.arm(Lose::Reply(b"claim-lost".to_vec()));
+    let lost = send(&app, ORDERS, &order(&tea), "claim-lost", Some("k5")).await;
+    assert_eq!(proxy.sprung(), 1);
+    let (status, error) = error_of(lost).await;
+    assert_eq!((status, error["code"].as_str()), (503, Some("SERVICE_UNAVAILABLE")));
+    assert_eq!(app.stock(&tea).await, 10);
+    assert_eq!(records(&db, "claim-lost", 1).await.len(), 1);
+
+    // The settlement freed the key: the retry runs, once.
+    let retried = send(&app, ORDERS, &order(&tea), "claim-lost-retry", Some("k5")).await;
+    assert_eq!(retried.status(), 200);
+    assert!(retried.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.stock(&tea).await, 9);
+    app.stop().await;
 }
