@@ -65,3 +65,29 @@ $$;
 -- The request that holds an idempotency key's claim, so that a later
 -- request settling the claim writes the record under its request id.
 alter table idempotency_key add column claim_request_id text;
+
+-- Retention: drops, whole, the monthly partitions of the audit trail whose
+-- upper bound is at or before `before` (the default partition is never
+-- dropped). Rows are never deleted one by one: the append-only triggers
+-- stay in force for every month kept. Returns the partitions dropped.
+create function audit_log_prune(before timestamptz) returns setof text
+language plpgsql as $$
+declare
+    part record;
+begin
+    for part in
+        select c.relname,
+               (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz as upper
+          from pg_inherits i
+          join pg_class c on c.oid = i.inhrelid
+         where i.inhparent = 'audit_log'::regclass
+           and pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+         order by 2
+    loop
+        if part.upper <= before then
+            execute format('alter table audit_log detach partition %I', part.relname);
+            execute format('drop table %I', part.relname);
+            return next part.relname;
+        end if;
+    end loop;
+end $$;

@@ -26,6 +26,8 @@ pub struct Application {
     limits: Limits,
     audit_writer: AuditWriter,
     maintenance: JoinHandle<()>,
+    /// The admin listener (`ADMIN_PORT`) and its routes, if configured.
+    admin: Option<(TcpListener, Router)>,
 }
 
 impl Application {
@@ -52,6 +54,15 @@ impl Application {
         let listener = TcpListener::bind((host, port))
             .await
             .with_context(|| format!("could not listen on {host}:{port}"))?;
+        let admin = match state.settings.admin_port {
+            Some(admin_port) => Some((
+                TcpListener::bind((host, admin_port))
+                    .await
+                    .with_context(|| format!("could not listen on {host}:{admin_port} (ADMIN_PORT)"))?,
+                http::admin(state.clone()),
+            )),
+            None => None,
+        };
         let maintenance = tokio::spawn(maintain(state.db.clone()));
         let limits = Limits {
             header_timeout: Duration::from_secs(state.settings.header_timeout_secs),
@@ -64,7 +75,13 @@ impl Application {
             router: router(state),
             audit_writer,
             maintenance,
+            admin,
         })
+    }
+
+    /// The address of the admin listener, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The address the listener is bound to.
@@ -75,7 +92,17 @@ impl Application {
     /// Serves until `shutdown` completes, then lets requests in flight
     /// finish and writes every queued audit record before returning.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = self.admin.map(|(listener, router)| {
+            tokio::spawn(server::serve(listener, router, self.limits, async {
+                admin_stopped.await.ok();
+            }))
+        });
         let served = server::serve(self.listener, self.router, self.limits, shutdown).await;
+        let _ = stop_admin.send(());
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         self.maintenance.abort();
         self.audit_writer.finish().await;
         served.context("server error")

@@ -27,6 +27,27 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DbArgs),
+    /// Work on the audit trail.
+    Audit {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Drop the audit trail's monthly partitions that end on or before a
+    /// date, whole (the rows within a kept month stay append-only).
+    Prune {
+        /// The date (YYYY-MM-DD, UTC): months ending on or before it go.
+        #[arg(long)]
+        before: chrono::NaiveDate,
+        /// The database.
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 /// Log output format.
@@ -142,6 +163,10 @@ pub struct Settings {
     /// the API from a browser: they get CORS headers and preflights.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
+    /// A port of its own for `/metrics` (on HOST), so that it need not be
+    /// public; absent, `/metrics` is served on PORT.
+    #[arg(long, env = "ADMIN_PORT")]
+    pub admin_port: Option<u16>,
     /// Requests naming no valid manager accepted per client address in each
     /// rate-limit window, per instance; beyond it they are answered 429 and
     /// not audited.
@@ -207,6 +232,7 @@ impl Default for Settings {
             rate_limit_window_secs: 3600,
             anon_rate_limit_max: 1000,
             trusted_proxies: Vec::new(),
+            admin_port: None,
             cors_allowed_origins: Vec::new(),
             body_limit_bytes: 1_048_576,
             request_timeout_secs: 30,

@@ -73,5 +73,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::Audit {
+            command: config::AuditCommand::Prune { before, db: args },
+        } => {
+            let (db, embedded) = db::open(&args).await?;
+            let pruned = async {
+                db::migrate(&db).await?;
+                audit::sql::prune_before(&db, before).await.map_err(anyhow::Error::from)
+            }
+            .await;
+            db.close().await;
+            if let Some(server) = embedded {
+                server.stop().await?;
+            }
+            let dropped = pruned?;
+            for partition in &dropped {
+                println!("{partition}");
+            }
+            tracing::info!(partitions = dropped.len(), %before, "audit trail pruned");
+            Ok(())
+        }
     }
 }

@@ -99,7 +99,7 @@ pub async fn append(tx: &mut crate::db::Tx, record: &AuditEntry) -> Result<(), s
 /// will (its own record would collide with this one), and the idempotency
 /// key it claimed, if any, is freed. `false`: the write had committed; its
 /// own record stands.
-pub async fn fence(db: &Db, entry: &AuditEntry) -> Result<bool, sqlx::Error> {
+pub async fn fence<'e>(db: impl sqlx::PgExecutor<'e>, entry: &AuditEntry) -> Result<bool, sqlx::Error> {
     Ok(insert_attempts(db, &[entry]).await? == 1)
 }
 
@@ -170,6 +170,16 @@ fn copy_row(out: &mut String, entry: &AuditEntry) {
         None => out.push_str("\\N"),
     }
     out.push('\n');
+}
+
+/// Drops, whole, the monthly partitions of the audit trail that end on or
+/// before `before` (midnight UTC); returns their names. Rows are never
+/// deleted one by one: the append-only rule holds for every month kept.
+pub async fn prune_before(db: &Db, before: chrono::NaiveDate) -> Result<Vec<String>, sqlx::Error> {
+    let before = before.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    sqlx::query_scalar!(r#"select audit_log_prune($1) as "partition!""#, before)
+        .fetch_all(db)
+        .await
 }
 
 /// Creates this month's and next month's partitions of `audit_log` if missing.

@@ -234,6 +234,14 @@ impl Conn {
     pub fn settled(mut self) {
         self.settled = true;
     }
+
+    /// Closes the connection instead of bringing it back to the pool: what
+    /// is still queued on it can then no longer complete on it.
+    pub fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
 }
 
 impl Deref for Conn {

@@ -116,12 +116,16 @@ pub fn router(state: AppState) -> Router {
 
 fn build(state: AppState, extra: Router<AppState>) -> Router {
     let (routes, document) = api().split_for_parts();
+    // With an admin port, `/metrics` is served there only (see `admin`).
+    let routes = match state.settings.admin_port {
+        None => routes.route("/metrics", get(health::metrics)),
+        Some(_) => routes,
+    };
     // Router::layer wraps what is already there, so the last layer added is
     // the outermost: request ids, tracing, metrics, headers every response
     // carries, the /api/ pipeline (body, manager, rate limit, timeout,
     // audit), envelopes for bare errors, panics.
     routes
-        .route("/metrics", get(health::metrics))
         .merge(extra)
         .merge(
             SwaggerUi::new("/docs")
@@ -152,6 +156,16 @@ async fn invalidate(state: &AppState, manager: &ManagerId) {
     if let Err(err) = state.cache.invalidate(manager).await {
         tracing::error!(error = %err, %manager, "could not invalidate the product-list cache");
     }
+}
+
+/// The admin listener's routes (`ADMIN_PORT`): `/metrics`, kept off the
+/// public port.
+pub fn admin(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { AppError::new(Code::NotFound) })
+        .layer(middleware::map_response(common_headers))
+        .with_state(state)
 }
 
 /// CORS for the configured origins (none by default: no CORS headers at

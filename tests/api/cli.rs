@@ -177,3 +177,44 @@ async fn an_unreachable_redis_stops_start_up_with_a_clear_message(db: sqlx::PgPo
         "{out:?}"
     );
 }
+
+#[sqlx::test]
+async fn audit_prune_drops_whole_months_that_ended_before_the_date_and_nothing_else(db: sqlx::PgPool) {
+    let database = database_url_for(&db);
+    for statement in [
+        "create table audit_log_2020_01 partition of audit_log for values from ('2020-01-01') to ('2020-02-01')",
+        "create table audit_log_2020_02 partition of audit_log for values from ('2020-02-01') to ('2020-03-01')",
+        "insert into audit_log (occurred_at, request_id, method, path, status, duration_ms) values
+            ('2020-01-15', 'old', 'GET', '/api/x', 200, 1), ('2020-02-15', 'kept', 'GET', '/api/x', 200, 1),
+            (now(), 'now', 'GET', '/api/x', 200, 1)",
+    ] {
+        sqlx::query(statement).execute(&db).await.unwrap();
+    }
+
+    let out = command(&["audit", "prune", "--before", "2020-02-15"])
+        .env("DATABASE_URL", &database)
+        .output()
+        .unwrap();
+
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dropped: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('{')).collect();
+    assert_eq!(
+        dropped,
+        ["audit_log_2020_01"],
+        "the partitions dropped, one a line (logs are JSON lines)"
+    );
+    let left: Vec<String> = sqlx::query_scalar("select request_id from audit_log order by occurred_at")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, ["kept", "now"], "a month that had not ended, and this one, stay");
+    let deleted = sqlx::query("delete from audit_log where request_id = 'kept'")
+        .execute(&db)
+        .await;
+    assert!(deleted.is_err(), "rows stay append-only");
+
+    let bad = command(&["audit", "prune", "--before", "soon"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--before"));
+}

@@ -318,3 +318,29 @@ async fn money_in_scientific_notation_is_read_exactly_or_refused(db: PgPool) {
     assert_eq!(body["products"][0]["price"], serde_json::json!(15.99));
     app.stop().await;
 }
+
+#[sqlx::test]
+async fn metrics_can_live_on_an_admin_port_of_their_own(db: PgPool) {
+    let admin = crate::helpers::free_port();
+    let app = spawn_app_with(
+        db,
+        Settings {
+            admin_port: Some(admin),
+            ..settings()
+        },
+        None,
+    )
+    .await;
+    let (status, error) = error_of(app.get("/metrics").await).await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_eq!(app.get("/api/inventory/products?manager_id=m").await.status(), 200);
+    let scraped = app
+        .client
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.unwrap().contains("http_requests_total"));
+    app.stop().await;
+}

@@ -26,10 +26,15 @@ use crate::{
     store::Committed,
 };
 
-/// The longest the pipeline spends settling a write it lost sight of: a
-/// client whose request reached its deadline is answered at most this long
-/// after it.
+/// The longest the pipeline waits for a connection to settle a write it
+/// lost sight of: a client whose request reached its deadline is answered
+/// about this long after it, unless the database takes the fence itself.
 pub const SETTLE_BUDGET: Duration = Duration::from_secs(1);
+
+/// The longest a fence, once sent, is waited for. Until its answer comes,
+/// the service cannot tell the client what it recorded, so it waits longer
+/// than for the connection; past this the connection is closed.
+const FENCE_WAIT: Duration = Duration::from_secs(5);
 
 /// The answer to a committed write: `status` with the body `render` makes
 /// of what the write returned. Its audit record is already in the database,
@@ -82,13 +87,29 @@ pub async fn settle(state: &AppState, context: &RequestContext, response: Respon
 /// Writes the request's record before its write can commit, if it has not
 /// yet: then nothing changed and `known` (504 at the deadline, 503 after a
 /// lost connection) is the answer, recorded as such. If the write committed
-/// first, or the database cannot be asked within [`SETTLE_BUDGET`], the
-/// answer is 503 `OUTCOME_UNKNOWN`; in the second case the record is queued,
-/// and the queue writes it only if the write's own is not there.
+/// first, or no connection to ask on comes within [`SETTLE_BUDGET`], or the
+/// fence gets no answer within [`FENCE_WAIT`], the answer is 503
+/// `OUTCOME_UNKNOWN`; in the last two cases a record saying so is queued,
+/// and the queue writes it only if the attempt has none by then.
 async fn fence(state: &AppState, context: &RequestContext, known: Response) -> Response {
     let code = known.extensions().get::<crate::error::ErrorCode>().map(|c| c.0);
     let mut record = context.entry(known.status().as_u16(), code);
-    let fenced = tokio::time::timeout(SETTLE_BUDGET, crate::audit::sql::fence(&state.db, &record)).await;
+    let fenced = match tokio::time::timeout(SETTLE_BUDGET, state.db.acquire()).await {
+        Ok(Ok(mut conn)) => match tokio::time::timeout(FENCE_WAIT, crate::audit::sql::fence(&mut *conn, &record)).await
+        {
+            Ok(Ok(fenced)) => {
+                conn.settled();
+                Ok(Ok(fenced))
+            }
+            Ok(Err(err)) => Ok(Err(err)),
+            Err(elapsed) => {
+                conn.close();
+                Err(elapsed)
+            }
+        },
+        Ok(Err(err)) => Ok(Err(err)),
+        Err(elapsed) => Err(elapsed),
+    };
     let mut response = match fenced {
         Ok(Ok(true)) => {
             tracing::warn!(request_id = %record.request_id, status = record.status,
