@@ -88,6 +88,7 @@ pub async fn state(
     db: impl Into<Db>,
     redis_url: Option<&str>,
 ) -> anyhow::Result<(AppState, AuditWriter)> {
+    let verifier = crate::auth::Verifier::from_settings(&settings.auth)?;
     let db = db.into();
     let window = Duration::from_secs(settings.rate_limit_window_secs);
     let ttl = Duration::from_secs(settings.cache_ttl_secs);
@@ -132,6 +133,7 @@ pub async fn state(
         redis,
         audit,
         metrics: crate::metrics::install(),
+        verifier,
     });
     Ok((state, writer))
 }

@@ -66,6 +66,8 @@ pub struct Shared {
     pub audit: AuditSink,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Checks bearer tokens when `AUTH_MODE=jwt`; `None` otherwise.
+    pub verifier: Option<crate::auth::Verifier>,
 }
 
 impl AppState {

@@ -1,12 +1,15 @@
 //! The pipeline every `/api/` request goes through, one concern per module:
-//! [`context`] (who, what, when), [`body`] (the JSON body, read once),
-//! [`manager`] (the one place that decides the manager), [`limit`] (that
+//! [`context`] (who, what, when), [`identity`] (the bearer token, with
+//! `AUTH_MODE=jwt`), [`body`] (the JSON body, read once), [`manager`] (the
+//! one place that decides the manager; [`identity`] then holds it to the
+//! token's), [`limit`] (that
 //! manager's rate limit), the handler under the request timeout, [`write`]
 //! (what follows a write attempt, whatever became of it) and [`record`]
 //! (exactly one audit record).
 
 mod body;
 mod context;
+mod identity;
 mod limit;
 mod manager;
 mod record;
@@ -61,14 +64,19 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
     let (mut parts, body) = request.into_parts();
     let mut context = RequestContext::arrived(&parts);
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
-    let parsed = if parts.method == Method::POST {
+    // Before the body: a request without a valid token is not read further.
+    let identity = identity::authenticate(&state, &parts.headers);
+    let parsed = if parts.method == Method::POST && identity.admitted() {
         body::read_json(&parts.headers, body, state.settings.body_limit_bytes, timeout).await
     } else {
         Ok(Value::Null)
     };
     let query = Query::parse(parts.uri.query());
     let named = manager::decide(&parts.method, &query, &parsed);
-    context.manager = named.manager;
+    // Without a valid token the request is anonymous (counted against and
+    // audited for no manager); with one it acts for the token's manager.
+    let (manager, denied) = identity::authorize(identity, named.manager);
+    context.manager = manager;
     let parsed = if named.conflict {
         Err(body::BodyError::ManagerConflict)
     } else {
@@ -76,6 +84,7 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
     };
 
     let (decision, refused) = limit::check(&state, context.manager.as_ref()).await;
+    let refused = refused.or(denied);
     // A place for this request's audit record, or a prompt 503 when the
     // audit log is not keeping up (the database is away).
     let slot = state.audit.reserve().await;
