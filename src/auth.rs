@@ -112,8 +112,8 @@ impl Verifier {
 
     /// A verifier of the keys in the JWK Set file at `path`.
     pub fn from_jwks_file(path: &Path, checks: Checks<'_>, claim: &str) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("AUTH_JWKS_FILE: cannot read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("AUTH_JWKS_FILE: cannot read {}", path.display()))?;
         Self::from_jwks(&text, checks, claim).with_context(|| format!("AUTH_JWKS_FILE ({})", path.display()))
     }
 
@@ -126,7 +126,11 @@ impl Verifier {
             .iter()
             .enumerate()
             .map(|(i, jwk)| {
-                let name = jwk.common.key_id.as_deref().map_or_else(|| format!("key {i}"), |kid| format!("key `{kid}`"));
+                let name = jwk
+                    .common
+                    .key_id
+                    .as_deref()
+                    .map_or_else(|| format!("key {i}"), |kid| format!("key `{kid}`"));
                 let algorithm = algorithm_of(jwk).with_context(|| name.clone())?;
                 let decoding = DecodingKey::from_jwk(jwk).with_context(|| format!("{name}: invalid key"))?;
                 Ok(Key {
@@ -249,10 +253,14 @@ fn algorithm_of(jwk: &Jwk) -> anyhow::Result<Algorithm> {
         (AlgorithmParameters::RSA(_), Some(KeyAlgorithm::PS256)) => Algorithm::PS256,
         (AlgorithmParameters::RSA(_), Some(KeyAlgorithm::PS384)) => Algorithm::PS384,
         (AlgorithmParameters::RSA(_), Some(KeyAlgorithm::PS512)) => Algorithm::PS512,
-        (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256)) if ec.curve == EllipticCurve::P256 => {
+        (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES256))
+            if ec.curve == EllipticCurve::P256 =>
+        {
             Algorithm::ES256
         }
-        (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES384)) if ec.curve == EllipticCurve::P384 => {
+        (AlgorithmParameters::EllipticCurve(ec), None | Some(KeyAlgorithm::ES384))
+            if ec.curve == EllipticCurve::P384 =>
+        {
             Algorithm::ES384
         }
         (AlgorithmParameters::OctetKeyPair(okp), None | Some(KeyAlgorithm::EdDSA))

@@ -148,7 +148,10 @@ fn exp_and_the_manager_claim_are_required() {
 
 #[test]
 fn alg_none_is_refused() {
-    for header in [json!({"alg": "none", "typ": "JWT"}), json!({"alg": "none", "kid": "rsa"})] {
+    for header in [
+        json!({"alg": "none", "typ": "JWT"}),
+        json!({"alg": "none", "kid": "rsa"}),
+    ] {
         let token = format!("{}.{}.", b64(&header), b64(&claims()));
         assert_eq!(verifier().verify(&token), Err(Refusal::Invalid), "{header}");
         let hs = Verifier::hs256(SECRET, CHECKS, "sub").unwrap();
@@ -205,7 +208,10 @@ fn a_token_signed_with_another_key_is_refused() {
 fn an_hs256_secret_verifies_its_tokens_only() {
     let hs = Verifier::hs256(SECRET, CHECKS, "sub").unwrap();
     let key = EncodingKey::from_secret(SECRET).unwrap();
-    assert_eq!(hs.verify(&signed(Algorithm::HS256, None, &key, &claims())), manager("mgr_1"));
+    assert_eq!(
+        hs.verify(&signed(Algorithm::HS256, None, &key, &claims())),
+        manager("mgr_1")
+    );
     let wrong = EncodingKey::from_secret(b"another secret of thirty-two bytes or more").unwrap();
     assert_eq!(
         hs.verify(&signed(Algorithm::HS256, None, &wrong, &claims())),
@@ -265,7 +271,11 @@ fn start_up_refuses_a_bad_key_source_naming_the_setting() {
             json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}).to_string(),
             "symmetric",
         ),
-        ("mismatched.json", json!({"keys": [mismatched]}).to_string(), "not a supported"),
+        (
+            "mismatched.json",
+            json!({"keys": [mismatched]}).to_string(),
+            "not a supported",
+        ),
         ("enc.json", json!({"keys": [encryption]}).to_string(), "encryption"),
         (
             "bad-key.json",
@@ -274,7 +284,10 @@ fn start_up_refuses_a_bad_key_source_naming_the_setting() {
         ),
     ] {
         let message = refused(&settings(Some(&file(name, &text)), None));
-        assert!(message.contains("AUTH_JWKS_FILE") && message.contains(says), "{name}: {message}");
+        assert!(
+            message.contains("AUTH_JWKS_FILE") && message.contains(says),
+            "{name}: {message}"
+        );
     }
     let claimless = AuthSettings {
         auth_manager_claim: " ".into(),

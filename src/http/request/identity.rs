@@ -70,7 +70,9 @@ pub fn authorize(identity: Identity, named: Option<ManagerId>) -> (Option<Manage
         Identity::NotRequired => (named, None),
         Identity::Unauthenticated(response) => (None, Some(response)),
         Identity::Manager(caller) => {
-            let refused = named.is_some_and(|named| named != caller).then(|| AppError::new(Code::Forbidden).into_response());
+            let refused = named
+                .is_some_and(|named| named != caller)
+                .then(|| AppError::new(Code::Forbidden).into_response());
             (Some(caller), refused)
         }
     }
@@ -122,6 +124,9 @@ mod tests {
         let (acting, refused) = authorize(Identity::NotRequired, Some(named.clone()));
         assert_eq!((acting, refused.is_none()), (Some(named), true));
         let given = unauthenticated(Some(Refusal::Expired.to_string()));
-        assert_eq!(given.headers()[header::WWW_AUTHENTICATE], r#"Bearer error="invalid_token""#);
+        assert_eq!(
+            given.headers()[header::WWW_AUTHENTICATE],
+            r#"Bearer error="invalid_token""#
+        );
     }
 }
