@@ -115,6 +115,7 @@ pub async fn state(
     db: impl Into<Db>,
     redis_url: Option<&str>,
 ) -> anyhow::Result<(AppState, AuditWriter)> {
+    let verifier = crate::auth::Verifier::from_settings(&settings.auth)?;
     let db = db.into();
     let window = Duration::from_secs(settings.rate_limit_window_secs);
     let ttl = Duration::from_secs(settings.cache_ttl_secs);
@@ -162,6 +163,7 @@ pub async fn state(
         anonymous,
         metrics: crate::metrics::install(),
         readiness: Default::default(),
+        verifier,
     });
     Ok((state, writer))
 }

@@ -221,6 +221,9 @@ pub struct Settings {
     /// Prefix of every Redis key this service writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ecommerce:")]
     pub redis_key_prefix: String,
+    /// Who may call `/api/` (see [`crate::auth`]).
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -247,7 +250,89 @@ impl Default for Settings {
             audit_spill_dir: PathBuf::from(".data/audit-spill"),
             audit_batch_size: 500,
             redis_key_prefix: "ecommerce:".into(),
+            auth: AuthSettings::default(),
         }
+    }
+}
+
+/// Optional identity: with `AUTH_MODE=jwt` every `/api/` request needs a
+/// bearer JWT for the manager it names (see [`crate::auth`]).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct AuthSettings {
+    /// `none`: the service trusts the `manager_id` a request names (access
+    /// control is upstream); `jwt`: every `/api/` request needs
+    /// `Authorization: Bearer <JWT>` for that manager.
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
+    pub auth_mode: AuthMode,
+    /// With `AUTH_MODE=jwt`: a JWK Set file of the public keys tokens are
+    /// signed with (RS256, ES256 or EdDSA keys).
+    #[arg(long, env = "AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// With `AUTH_MODE=jwt`: the HS256 secret tokens are signed with
+    /// (at least 32 bytes), instead of AUTH_JWKS_FILE.
+    #[arg(long, env = "AUTH_HS256_SECRET", hide_env_values = true)]
+    pub auth_hs256_secret: Option<Secret>,
+    /// A token's `iss` must be this, when set.
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// A token's `aud` must include this, when set.
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// The claim that names the caller's manager.
+    #[arg(long, env = "AUTH_MANAGER_CLAIM", default_value = "sub")]
+    pub auth_manager_claim: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            auth_mode: AuthMode::None,
+            auth_jwks_file: None,
+            auth_hs256_secret: None,
+            auth_issuer: None,
+            auth_audience: None,
+            auth_manager_claim: "sub".into(),
+        }
+    }
+}
+
+/// How callers are identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Not at all: a request acts for the manager it names.
+    None,
+    /// By a bearer JWT.
+    Jwt,
+}
+
+/// A setting that must not be printed: its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
     }
 }
 

@@ -137,6 +137,16 @@ codes! {
         when: "A new name that another of the manager's products has.",
         example: {"products[0].name": "prod_002 already has this name"},
     }
+    Unauthenticated = UNAUTHORIZED, "UNAUTHENTICATED" {
+        message: "a valid bearer token is required",
+        when: "Only with `AUTH_MODE=jwt`: no `Authorization: Bearer` token, or one that is malformed, expired, not yet valid, for another issuer or audience, without the manager claim, or not signed by a configured key. Answered with `WWW-Authenticate: Bearer`.",
+        example: {"Authorization": "the token has expired"},
+    }
+    Forbidden = FORBIDDEN, "FORBIDDEN" {
+        message: "the token is for another manager",
+        when: "Only with `AUTH_MODE=jwt`: the request's `manager_id` is not the manager its token is for.",
+        details: {"manager_id": "is not the manager the token is for"},
+    }
     RateLimitExceeded = TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED" {
         message: "too many requests for this manager",
         example_message: "over 100 requests in 3600 seconds for this manager",

@@ -5,11 +5,13 @@
 //! - [`audit`]: the audit trail: its record, SQL, queue and spill.
 //! - [`http`]: routes, middleware, OpenAPI.
 //! - [`rate_limit`], [`cache`]: the per-request services.
+//! - [`auth`]: optional identity, bearer JWTs (`AUTH_MODE=jwt`).
 //! - [`shared`]: the Redis instances share, and its health.
 //! - [`app`], [`server`], [`config`], [`db`], [`telemetry`]: wiring.
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod db;

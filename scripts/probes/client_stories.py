@@ -45,6 +45,11 @@ from probe_client.models import (
     ProductsResponse,
 )
 
+# Extra arguments of the client's httpx.Client: scripts/probes/auth_probe.py,
+# which imports this module, adds a hook that gives each request a bearer
+# token for the manager it names.
+HTTPX_ARGS: dict[str, Any] = {}
+
 PRODUCT_ID = re.compile(r"prod_\d{3,}")
 ORDER_ID = re.compile(r"ord_\d{3,}")
 PRODUCT_KEYS = {"id", "name", "price", "quantity"}
@@ -142,7 +147,7 @@ class Run:
 
 
 def main() -> int:
-    client = Client(base_url=BASE_URL, raise_on_unexpected_status=True, timeout=30.0)
+    client = Client(base_url=BASE_URL, raise_on_unexpected_status=True, timeout=30.0, httpx_args=HTTPX_ARGS)
     manager = f"probe_{int(time.time())}_{os.getpid()}"
     other_manager = manager + "_other"
     run = Run()

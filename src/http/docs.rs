@@ -13,7 +13,7 @@ use utoipa::{
         example::ExampleBuilder,
         header::{Header, HeaderBuilder},
         response::Response,
-        security::SecurityRequirement,
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
         server::Server,
     },
 };
@@ -30,7 +30,10 @@ and process customer orders that take stock atomically.\n\n\
 Every error has the body `{\"error\": {\"code\", \"message\", \"details\"}}`; `details` maps JSON paths \
 (`products[1].price`) to reasons and lists every invalid field. Requests naming a `manager_id` are limited \
 to 100 in any rolling hour per manager (configurable) and carry `X-RateLimit-*` headers. Every `/api/` request \
-is audited. Every response carries `X-Request-ID`.",
+is audited. Every response carries `X-Request-ID`.\n\n\
+By default the service trusts the `manager_id` a request names (access control is upstream). Deployed with \
+`AUTH_MODE=jwt`, every `/api/` request needs `Authorization: Bearer <JWT>` (the `bearerAuth` scheme) for the \
+manager it names: 401 `UNAUTHENTICATED` without a valid token, 403 `FORBIDDEN` for another manager.",
         license(name = "MIT")
     ),
     tags(
@@ -78,7 +81,8 @@ pub(crate) use errors;
 /// its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A `GET /api/` route: bad input, rate limit, outages, timeouts, bugs.
+    /// A `GET /api/` route: bad input, no valid token or another manager's
+    /// (with `AUTH_MODE=jwt`), rate limit, outages, timeouts, bugs.
     Read,
     /// A `POST /api/` write: those of a read, a body that is not JSON, too
     /// large or too slow, and a write whose outcome could not be learnt.
@@ -95,6 +99,8 @@ impl Kind {
                 Code::InvalidRequest,
                 Code::UriTooLong,
                 Code::HeadersTooLarge,
+                Code::Unauthenticated,
+                Code::Forbidden,
                 Code::RateLimitExceeded,
                 Code::ServiceUnavailable,
                 Code::Timeout,
@@ -104,6 +110,8 @@ impl Kind {
                 Code::InvalidRequest,
                 Code::UriTooLong,
                 Code::HeadersTooLarge,
+                Code::Unauthenticated,
+                Code::Forbidden,
                 Code::RateLimitExceeded,
                 Code::ServiceUnavailable,
                 Code::Timeout,
@@ -152,6 +160,9 @@ pub fn error_responses(kind: Kind, own: &[Code]) -> BTreeMap<String, RefOr<Respo
             if matches!(status, 429 | 503) {
                 response = response.header("Retry-After", retry_after());
             }
+            if status == 401 {
+                response = response.header("WWW-Authenticate", www_authenticate());
+            }
             (status.to_string(), RefOr::T(response.build()))
         })
         .collect()
@@ -165,14 +176,48 @@ fn retry_after() -> Header {
         .build()
 }
 
+/// The `WWW-Authenticate` header of a 401.
+fn www_authenticate() -> Header {
+    HeaderBuilder::new()
+        .schema(Some(Object::with_type(Type::String)))
+        .description(Some(
+            "`Bearer`, or `Bearer error=\"invalid_token\"` when the request carried a token",
+        ))
+        .build()
+}
+
+/// The name of the bearer token security scheme.
+pub const BEARER_AUTH: &str = "bearerAuth";
+
 /// Completes the document once the handlers' paths (with their declared
 /// errors) are in it: the headers every response carries, the server, and
-/// the absence of authentication.
+/// the optional bearer token.
 pub fn finish(mut document: Document) -> Document {
     CommonHeaders.modify(&mut document);
     document.servers = Some(vec![Server::new("/")]);
-    // No authentication: access control is outside this service.
-    document.security = Some(vec![SecurityRequirement::default()]);
+    document
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            BEARER_AUTH,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "Only when the service runs with `AUTH_MODE=jwt`: a JWT for the manager the request names \
+(its manager claim, `sub` by default), signed with a configured key (RS256, ES256, EdDSA or HS256), with \
+`exp`. Without it (the default, `AUTH_MODE=none`) no token is needed and one sent is ignored.",
+                    ))
+                    .build(),
+            ),
+        );
+    // Either no authentication (the default: access control is upstream)
+    // or the bearer token (`AUTH_MODE=jwt`).
+    document.security = Some(vec![
+        SecurityRequirement::default(),
+        SecurityRequirement::new(BEARER_AUTH, Vec::<String>::new()),
+    ]);
     document
 }
 

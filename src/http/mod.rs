@@ -71,6 +71,8 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// `/readyz`'s last check of the database.
     pub readiness: health::Readiness,
+    /// Checks bearer tokens when `AUTH_MODE=jwt`; `None` otherwise.
+    pub verifier: Option<crate::auth::Verifier>,
 }
 
 impl AppState {

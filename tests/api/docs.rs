@@ -768,3 +768,54 @@ async fn every_served_route_is_documented_with_its_declared_errors(db: PgPool) {
     }
     app.stop().await;
 }
+
+/// The bearer token is a security scheme of its own, optional in the
+/// document (the default `AUTH_MODE=none` needs none, so clients and schema
+/// fuzzing work without it), and every `/api/` operation documents the 401
+/// and 403 of `AUTH_MODE=jwt`; health routes never answer them.
+#[sqlx::test]
+async fn the_document_declares_the_bearer_token_of_auth_mode_jwt_as_optional(db: PgPool) {
+    let app = spawn_app(db).await;
+    let doc = fetch_document(&app).await;
+    let scheme = &doc["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(scheme["scheme"], "bearer");
+    assert_eq!(scheme["bearerFormat"], "JWT");
+    assert!(
+        scheme["description"].as_str().unwrap().contains("AUTH_MODE=jwt"),
+        "{scheme}"
+    );
+    assert_eq!(doc["security"], json!([{}, {"bearerAuth": []}]));
+
+    let mut checked = 0;
+    for (method, path, operation) in operations(&doc) {
+        let responses = operation["responses"].as_object().unwrap();
+        if !path.starts_with("/api/") {
+            assert!(
+                !responses.contains_key("401") && !responses.contains_key("403"),
+                "{method} {path}"
+            );
+            continue;
+        }
+        assert!(
+            operation.get("security").is_none(),
+            "{method} {path}: the global requirement applies"
+        );
+        for (status, code) in [("401", "UNAUTHENTICATED"), ("403", "FORBIDDEN")] {
+            let response = &responses[status];
+            let examples = response["content"]["application/json"]["examples"].as_object();
+            assert!(
+                examples.is_some_and(|e| e.contains_key(code)),
+                "{method} {path} documents {status} {code}"
+            );
+            assert!(response["description"].as_str().unwrap().contains("AUTH_MODE=jwt"));
+        }
+        assert!(
+            responses["401"]["headers"]["WWW-Authenticate"].is_object(),
+            "{method} {path} 401 documents WWW-Authenticate"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 9, "only {checked} /api/ operations");
+    app.stop().await;
+}

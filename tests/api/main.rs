@@ -2,6 +2,7 @@
 //! binary, one module per area.
 
 mod audit;
+mod auth;
 mod beyond;
 mod cache;
 mod cli;

@@ -1,6 +1,8 @@
 //! The pipeline every `/api/` request goes through, one concern per module:
-//! [`context`] (who, what, when), [`body`] (the JSON body, read once),
-//! [`manager`] (the one place that decides the manager), [`limit`] (that
+//! [`context`] (who, what, when), [`identity`] (the bearer token, with
+//! `AUTH_MODE=jwt`), [`body`] (the JSON body, read once), [`manager`] (the
+//! one place that decides the manager; [`identity`] then holds it to the
+//! token's), [`limit`] (that
 //! manager's rate limit), the handler under the request timeout, [`write`]
 //! (what follows a write attempt, whatever became of it) and [`record`]
 //! (exactly one audit record).
@@ -8,6 +10,7 @@
 mod body;
 mod client;
 mod context;
+mod identity;
 mod limit;
 mod manager;
 mod record;
@@ -68,7 +71,9 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     // A request too large to read is answered as it is, for no manager.
     let oversize = size::refusal(&parts.uri, &parts.headers);
-    let parsed = if parts.method == Method::POST && oversize.is_none() {
+    // Before the body: a request without a valid token is not read further.
+    let identity = identity::authenticate(&state, &parts.headers);
+    let parsed = if parts.method == Method::POST && oversize.is_none() && identity.admitted() {
         body::read_json(&parts.headers, body, state.settings.body_limit_bytes, timeout).await
     } else {
         Ok(Value::Null)
@@ -78,7 +83,10 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
         Some(_) => Query::default(),
     };
     let named = manager::decide(&parts.method, &query, &parsed);
-    context.manager = named.manager;
+    // Without a valid token the request is anonymous (counted against and
+    // audited for no manager); with one it acts for the token's manager.
+    let (manager, denied) = identity::authorize(identity, named.manager);
+    context.manager = manager;
     let parsed = if named.conflict {
         Err(body::BodyError::ManagerConflict)
     } else {
@@ -95,9 +103,10 @@ async fn serve(state: AppState, request: Request, next: Next, reply: oneshot::Se
                 let _ = reply.send(refused);
                 return;
             }
-            None => (None, oversize.map(IntoResponse::into_response)),
+            None => (None, None),
         },
     };
+    let refused = refused.or(denied).or(oversize.map(IntoResponse::into_response));
     // A place for this request's audit record, or a prompt 503 when the
     // audit log is not keeping up (the database is away).
     let slot = state.audit.reserve().await;
