@@ -24,3 +24,4 @@ mod rate_limit;
 mod redis_failover;
 mod redis_outage;
 mod smoke;
+mod spill;
