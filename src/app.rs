@@ -122,6 +122,7 @@ pub async fn state(
             batch_size: settings.audit_batch_size,
             wait: Duration::from_millis(settings.audit_queue_wait_ms),
             spill_dir: settings.audit_spill_dir.clone(),
+            spill_max_bytes: settings.audit_spill_max_bytes,
         },
     );
     let state = AppState::new(Shared {

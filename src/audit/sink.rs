@@ -11,8 +11,8 @@
 //! records again it also loads the spill files. A record the database
 //! refuses (bad data, not a lost connection) is set aside in the spill
 //! folder's quarantine file rather than retried before the others. No
-//! request waits without bound and no record is dropped while the disk has
-//! room.
+//! request waits without bound, and no record is dropped while the spill
+//! folder is under its cap (`AUDIT_SPILL_MAX_BYTES`) and the disk has room.
 
 use std::{
     ops::Range,
@@ -60,13 +60,15 @@ pub struct QueueConfig {
     pub wait: Duration,
     /// Folder of the spill files.
     pub spill_dir: PathBuf,
+    /// Most bytes the spill folder may hold.
+    pub spill_max_bytes: u64,
 }
 
 impl AuditSink {
     /// Starts the writer.
     pub fn spawn(db: Db, config: QueueConfig) -> (Self, AuditWriter) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
-        let spill = Arc::new(Spill::new(config.spill_dir));
+        let spill = Arc::new(Spill::new(config.spill_dir, config.spill_max_bytes));
         let handle = tokio::spawn(drain(db, rx, config.batch_size.max(1), spill.clone()));
         (
             Self {

@@ -23,7 +23,15 @@
 //! Another process's files are adopted (renamed to this one's) only when
 //! its lock file can be locked or is gone: its owner has stopped, whatever
 //! PIDs say. `audit-<pid>.jsonl` files of earlier versions (one bare JSON
-//! record per line) are adopted when no process has that PID.
+//! record per line) are adopted when no process has that PID, as
+//! `spill-<id>.<n>.legacy`.
+//!
+//! The folder has a cap (`AUDIT_SPILL_MAX_BYTES`): every file in it counts,
+//! as counted at the last load plus what this process appended since (so
+//! with several instances in one folder the cap may be passed by what the
+//! others appended since). A record that would go over it is not written:
+//! its request is still answered 503, and the record is in the process log
+//! only (an error line and `audit_records_not_spilled_total`).
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -43,7 +51,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 use super::AuditEntry;
 use crate::db::Db;
 
-/// One process's spill files.
+/// One process's spill files, and the folder's size cap.
 #[derive(Debug)]
 pub(super) struct Spill {
     dir: PathBuf,
@@ -55,6 +63,9 @@ pub(super) struct Spill {
     /// This process's `flock` on its lock file, while it runs.
     owner: std::sync::Mutex<Option<File>>,
     pending: AtomicBool,
+    /// Bytes in the folder: as last counted, plus what was appended since.
+    used: AtomicU64,
+    max_bytes: u64,
     taken: AtomicU64,
 }
 
@@ -68,7 +79,7 @@ pub(super) struct SetAside {
 
 impl Spill {
     /// Takes this process's place in the folder: its lock file, locked.
-    pub(super) fn new(dir: PathBuf) -> Self {
+    pub(super) fn new(dir: PathBuf, max_bytes: u64) -> Self {
         let id = Uuid::now_v7();
         let owner = fs::create_dir_all(&dir)
             .and_then(|()| {
@@ -86,11 +97,13 @@ impl Spill {
             .ok();
         Self {
             live: dir.join(format!("spill-{id}.log")),
+            used: AtomicU64::new(folder_bytes(&dir)),
             dir,
             id,
             append: Mutex::new(()),
             owner: std::sync::Mutex::new(owner),
             pending: AtomicBool::new(false),
+            max_bytes,
             taken: AtomicU64::new(0),
         }
     }
@@ -99,11 +112,22 @@ impl Spill {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Appends a record to the live file. Waits for other appends and for
-    /// the loader's rename, never for the database.
+    /// Appends a record to the live file, unless the folder would then be
+    /// over its cap (the record is then in the process log only). Waits for
+    /// other appends and for the loader's rename, never for the database.
     pub(super) async fn append(&self, entry: &AuditEntry) {
         let line = frame(entry);
+        let size = line.len() as u64;
         let _guard = self.append.lock().await;
+        let over = |used: u64| used + size > self.max_bytes;
+        // Counted again before refusing: others may have loaded and
+        // removed their files meanwhile.
+        if over(self.used.load(Ordering::Acquire)) && over(self.recount()) {
+            crate::metrics::audit_not_spilled();
+            tracing::error!(request_id = %entry.request_id, max_bytes = self.max_bytes,
+                "the audit spill folder is full; the record is in the process log only");
+            return;
+        }
         let mut start = None;
         let appended = async {
             let mut file = tokio::fs::OpenOptions::new()
@@ -119,6 +143,7 @@ impl Spill {
         .await;
         match appended {
             Ok(_) => {
+                self.used.fetch_add(size, Ordering::AcqRel);
                 self.pending.store(true, Ordering::Release);
             }
             Err(err) => {
@@ -243,6 +268,7 @@ impl Spill {
                 self.load_file(db, batch_size, path).await;
             }
         }
+        self.recount();
         let left = self.live.exists() || !self.taken_files().is_empty();
         self.pending.store(left, Ordering::Release);
     }
@@ -365,6 +391,13 @@ impl Spill {
         kept.is_ok()
     }
 
+    /// Counts the bytes in the folder again.
+    fn recount(&self) -> u64 {
+        let used = folder_bytes(&self.dir);
+        self.used.store(used, Ordering::Release);
+        used
+    }
+
     /// This process's files waiting to be loaded, oldest first.
     fn taken_files(&self) -> Vec<PathBuf> {
         let prefix = format!("spill-{}.", self.id);
@@ -468,6 +501,14 @@ fn list(dir: &Path) -> Vec<(String, PathBuf)> {
         .unwrap_or_default();
     found.sort();
     found
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    list(dir)
+        .iter()
+        .filter_map(|(_, path)| fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// The owner id in a spill file's name `spill-<id>.<...>`.

@@ -13,7 +13,7 @@ use std::{
 use ecommerce_api::config::Settings;
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, settings, spawn_app_with};
+use crate::helpers::{TestApp, metric, settings, spawn_app_with};
 
 /// A request that changes nothing and needs no database: its record goes
 /// through the queue, or to the spill folder when the queue is full.
@@ -203,7 +203,11 @@ async fn a_record_the_database_refuses_is_set_aside_and_blocks_nothing_behind_it
     take_the_table_away(&db).await;
     let mut spilled = Vec::new();
     for n in 0..8 {
-        let id = if n == 4 { "spill-s-y-refused".to_owned() } else { format!("spill-s-{n}") };
+        let id = if n == 4 {
+            "spill-s-y-refused".to_owned()
+        } else {
+            format!("spill-s-{n}")
+        };
         send(&app, &id).await;
         spilled.push(id);
     }
@@ -217,6 +221,56 @@ async fn a_record_the_database_refuses_is_set_aside_and_blocks_nothing_behind_it
     let aside = quarantined(&dir);
     assert_eq!(aside.matches("spill-q-x-refused").count(), 1, "{aside}");
     assert_eq!(aside.matches("spill-s-y-refused").count(), 1, "{aside}");
+}
+
+#[sqlx::test]
+async fn beyond_the_size_cap_a_refusal_is_still_a_prompt_503_and_nothing_is_written_twice(db: PgPool) {
+    let dir = settings().audit_spill_dir;
+    let cap = 2_000;
+    take_the_table_away(&db).await;
+    let app = spawn_app_with(
+        db.clone(),
+        Settings {
+            audit_spill_max_bytes: cap,
+            ..spilling(&dir)
+        },
+        None,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let id = format!("spill-cap-{n}");
+        let (status, took) = send(&app, &id).await;
+        assert!(status == 400 || status == 503, "{id}: {status}");
+        assert!(took < Duration::from_secs(2), "{id} took {took:?}");
+        ids.push(id);
+    }
+    app.stop().await;
+    let used: u64 = files(&dir)
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(used <= cap, "the folder holds {used} bytes, over its cap of {cap}");
+    bring_the_table_back(&db).await;
+
+    let app = spawn_app_with(db.clone(), spilling(&dir), None).await;
+    let rows = settled_rows(&db, "spill-cap-", 1).await;
+    assert!(rows.values().all(|n| *n == 1), "{rows:?}");
+    assert!(
+        !rows.is_empty() && rows.len() < ids.len(),
+        "{} of {} kept",
+        rows.len(),
+        ids.len()
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let dropped = metric(&metrics, "audit_records_not_spilled_total").unwrap_or(0.0) as usize;
+    assert_eq!(
+        rows.len() + dropped,
+        ids.len(),
+        "each record is either in the table or counted as kept in the log only"
+    );
+    app.stop().await;
+    assert!(waiting(&dir).is_empty(), "{:?}", waiting(&dir));
 }
 
 #[sqlx::test]
