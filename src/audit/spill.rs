@@ -23,8 +23,10 @@
 //! Another process's files are adopted (renamed to this one's) only when
 //! its lock file can be locked or is gone: its owner has stopped, whatever
 //! PIDs say. `audit-<pid>.jsonl` files of earlier versions (one bare JSON
-//! record per line) are adopted when no process has that PID, as
-//! `spill-<id>.<n>.legacy`.
+//! record per line) are adopted by the rule those versions had (the PID is
+//! this process's own, or no process has it), as `spill-<id>.<n>.legacy`;
+//! while an earlier version still runs in a shared folder that rule cannot
+//! tell its files apart, so stop such instances before starting this one.
 //!
 //! The folder has a cap (`AUDIT_SPILL_MAX_BYTES`): every file in it counts,
 //! as counted at the last load plus what this process appended since (so
@@ -188,8 +190,9 @@ impl Spill {
                     owners.push(owner.to_owned());
                 }
             } else if let Some(pid) = legacy_pid(&name)
-                && pid != std::process::id()
-                && !Path::new(&format!("/proc/{pid}")).exists()
+                // Earlier versions' rule: this process's PID (a file of a
+                // container's earlier life: PID 1 again), or no such process.
+                && (pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists())
             {
                 legacy.push(path);
             }

@@ -345,3 +345,30 @@ async fn a_refusal_for_a_full_queue_is_answered_while_the_reload_waits_on_the_da
     app.stop().await;
     assert!(waiting(&dir).is_empty(), "{:?}", waiting(&dir));
 }
+
+#[sqlx::test]
+async fn a_spill_file_of_an_earlier_version_is_adopted_and_loaded_once(db: PgPool) {
+    let dir = settings().audit_spill_dir;
+    std::fs::create_dir_all(&dir).unwrap();
+    // Bare JSON lines, named by PID, as earlier versions wrote them.
+    let mut text = String::new();
+    for n in 0..3 {
+        let record = serde_json::json!({
+            "occurred_at": "2026-12-04T10:00:00.000001Z", "request_id": format!("spill-old-{n}"),
+            "manager_id": "spill", "method": "GET", "path": "/api/inventory/products",
+            "query": "manager_id=spill&limit=0", "status": 400, "error_code": "INVALID_REQUEST",
+            "duration_ms": 0.5, "client_addr": "127.0.0.1", "product_ids": [], "order_id": null,
+            "attempt": null,
+        });
+        text.push_str(&format!("{record}\n"));
+    }
+    text.push_str("{\"torn\n");
+    std::fs::write(dir.join(format!("audit-{}.jsonl", std::process::id())), text).unwrap();
+
+    let app = spawn_app_with(db.clone(), spilling(&dir), None).await;
+    let ids: Vec<String> = (0..3).map(|n| format!("spill-old-{n}")).collect();
+    assert_once(&settled_rows(&db, "spill-old-", 3).await, &ids);
+    assert_eq!(quarantined(&dir).lines().count(), 1);
+    app.stop().await;
+    assert!(waiting(&dir).is_empty(), "{:?}", waiting(&dir));
+}
