@@ -289,7 +289,18 @@ impl Spill {
         let (records, corrupt) = read_lines(&bytes, legacy);
         let mut kept_corrupt = Vec::new();
         if !corrupt.is_empty() && !self.set_aside(corrupt.clone()).await {
-            kept_corrupt = corrupt.into_iter().map(|s| s.line).collect();
+            // Kept for the next pass, each ending its line, so that no
+            // record is glued to a torn one.
+            kept_corrupt = corrupt
+                .into_iter()
+                .map(|s| {
+                    let mut line = s.line;
+                    if line.last() != Some(&b'\n') {
+                        line.push(b'\n');
+                    }
+                    line
+                })
+                .collect();
         }
 
         let entries: Vec<AuditEntry> = records.iter().map(|(e, _)| e.clone()).collect();
@@ -324,10 +335,11 @@ impl Spill {
                 .collect();
             if !self.set_aside(aside).await {
                 unwritten.extend(refused.iter().map(|(i, _)| *i));
+                refused.clear();
             }
         }
         unwritten.sort_unstable();
-        let written = entries.len() - unwritten.len();
+        let written = entries.len() - unwritten.len() - refused.len();
         if written > 0 {
             tracing::info!(records = written, "spilled audit records written");
         }
