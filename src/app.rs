@@ -150,6 +150,7 @@ pub async fn state(
             batch_size: settings.audit_batch_size,
             wait: Duration::from_millis(settings.audit_queue_wait_ms),
             spill_dir: settings.audit_spill_dir.clone(),
+            spill_max_bytes: settings.audit_spill_max_bytes,
         },
     );
     let anonymous = MemoryLimiter::new(settings.anon_rate_limit_max, window, settings.rate_limit_max_managers);

@@ -214,6 +214,11 @@ pub struct Settings {
     /// the database takes them.
     #[arg(long, env = "AUDIT_SPILL_DIR", default_value = ".data/audit-spill")]
     pub audit_spill_dir: PathBuf,
+    /// Most bytes the spill folder may hold; beyond it a request refused for
+    /// a full queue is still answered 503, and its record is in the process
+    /// log only.
+    #[arg(long, env = "AUDIT_SPILL_MAX_BYTES", default_value_t = 1_073_741_824)]
+    pub audit_spill_max_bytes: u64,
     /// Most audit records written by one statement.
     #[arg(long, env = "AUDIT_BATCH_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=10_000).map(|n| n as usize))]
@@ -248,6 +253,7 @@ impl Default for Settings {
             audit_queue_capacity: 10_000,
             audit_queue_wait_ms: 1000,
             audit_spill_dir: PathBuf::from(".data/audit-spill"),
+            audit_spill_max_bytes: 1_073_741_824,
             audit_batch_size: 500,
             redis_key_prefix: "ecommerce:".into(),
             auth: AuthSettings::default(),

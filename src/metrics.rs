@@ -80,6 +80,19 @@ pub fn audit_flushed(records: usize, elapsed: Duration) {
     histogram!("audit_flush_duration_seconds").record(elapsed.as_secs_f64());
 }
 
+/// An audit record set aside in the spill folder's quarantine file:
+/// `corrupt` (a spilled line that is not a record) or `refused` (a record
+/// the database refused).
+pub fn audit_quarantined(reason: &'static str) {
+    counter!("audit_records_quarantined_total", "reason" => reason).increment(1);
+}
+
+/// An audit record that could not be spilled (the spill folder is at its
+/// cap, or the disk failed): it is in the process log only.
+pub fn audit_not_spilled() {
+    counter!("audit_records_not_spilled_total").increment(1);
+}
+
 /// Gauges read at scrape time.
 pub fn observe(audit_queue_depth: usize, pool_size: usize, pool_idle: usize) {
     gauge!("audit_queue_depth").set(audit_queue_depth as f64);

@@ -5,28 +5,30 @@
 //! request has been served. When the queue is full (the database is down
 //! and records pile up), a request waits at most `AUDIT_QUEUE_WAIT_MS` for a
 //! slot; failing that it is answered 503 at once and its record is appended
-//! to a spill file on local disk. A background task drains the queue in
-//! batches of up to `batch_size`, one `COPY` each, retrying for as
-//! long as the service runs; once the database takes records again it also
-//! loads the spill files. No request waits without bound and no record is
-//! dropped while the disk has room.
+//! to a spill file on local disk ([`super::spill`]). A background task
+//! drains the queue in batches of up to `batch_size`, one `COPY` each,
+//! retrying for as long as the service runs; once the database takes
+//! records again it also loads the spill files. A record the database
+//! refuses (bad data, not a lost connection) is set aside in the spill
+//! folder's quarantine file rather than retried before the others. No
+//! request waits without bound, and no record is dropped while the spill
+//! folder is under its cap (`AUDIT_SPILL_MAX_BYTES`) and the disk has room.
 
 use std::{
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+    ops::Range,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
-use tokio::{
-    io::AsyncWriteExt,
-    sync::{Mutex, mpsc},
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
+use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_128;
 
-use super::AuditEntry;
+use super::{
+    AuditEntry,
+    spill::{SetAside, Spill, frame},
+};
 use crate::db::Db;
 
 /// Sends records to the background writer. Cheap to clone.
@@ -58,13 +60,15 @@ pub struct QueueConfig {
     pub wait: Duration,
     /// Folder of the spill files.
     pub spill_dir: PathBuf,
+    /// Most bytes the spill folder may hold.
+    pub spill_max_bytes: u64,
 }
 
 impl AuditSink {
     /// Starts the writer.
     pub fn spawn(db: Db, config: QueueConfig) -> (Self, AuditWriter) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
-        let spill = Arc::new(Spill::new(config.spill_dir));
+        let spill = Arc::new(Spill::new(config.spill_dir, config.spill_max_bytes));
         let handle = tokio::spawn(drain(db, rx, config.batch_size.max(1), spill.clone()));
         (
             Self {
@@ -114,25 +118,32 @@ impl AuditWriter {
 }
 
 async fn drain(db: Db, mut rx: mpsc::Receiver<AuditEntry>, batch_size: usize, spill: Arc<Spill>) {
+    // Files of processes that stopped are looked for at start and now and
+    // then, for an instance that outlives another sharing its folder.
+    const ADOPT_EVERY: Duration = Duration::from_secs(10);
     spill.adopt_orphans().await;
+    let mut adopted_at = Instant::now();
     let mut batch = Vec::with_capacity(batch_size);
     loop {
         let received = tokio::select! {
             received = rx.recv_many(&mut batch, batch_size) => received,
             // Spilled records are loaded even when no new record arrives.
-            () = tokio::time::sleep(Duration::from_secs(1)), if spill.pending() => 0,
+            () = tokio::time::sleep(Duration::from_secs(1)) => 0,
         };
         if received == 0 && rx.is_closed() && batch.is_empty() {
             spill.load(&db, batch_size).await;
+            spill.close();
             return;
         }
         if !batch.is_empty() {
-            if !write_with_retry(&db, &batch, || rx.is_closed()).await {
-                for entry in &batch {
-                    spill.append(entry).await;
-                }
+            for entry in write_with_retry(&db, &batch, || rx.is_closed(), &spill).await {
+                spill.append(&entry).await;
             }
             batch.clear();
+        }
+        if adopted_at.elapsed() >= ADOPT_EVERY {
+            spill.adopt_orphans().await;
+            adopted_at = Instant::now();
         }
         if spill.pending() {
             spill.load(&db, batch_size).await;
@@ -144,27 +155,29 @@ async fn drain(db: Db, mut rx: mpsc::Receiver<AuditEntry>, batch_size: usize, sp
 /// the service runs: meanwhile the queue fills behind it and new requests
 /// spill. Once the service is stopping (`closing`), a few more attempts are
 /// made, so a stop is not held up forever by a database that is gone; the
-/// records still unwritten then go to the spill file, for the next start.
-async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> bool) -> bool {
+/// records still unwritten are returned then, for the spill file and the
+/// next start. Records the database refuses are set aside.
+async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> bool, spill: &Spill) -> Vec<AuditEntry> {
     const ATTEMPTS_WHILE_CLOSING: u32 = 5;
     let mut pause = Duration::from_millis(50);
     let mut attempts_while_closing = 0;
     // One id for every attempt: an attempt whose commit reply was lost is
     // not written again by the next.
-    let id = uuid::Uuid::now_v7();
-    loop {
-        let started = std::time::Instant::now();
-        match crate::audit::sql::write_batch(db, id, batch).await {
-            Ok(_) => {
-                crate::metrics::audit_flushed(batch.len(), started.elapsed());
-                return true;
-            }
+    let mut work = vec![(0..batch.len(), Uuid::now_v7())];
+    let mut refused = Vec::new();
+    let unwritten = loop {
+        match write_settling(db, batch, &mut work, &mut refused).await {
+            Ok(()) => break Vec::new(),
             Err(err) => {
                 if closing() {
                     attempts_while_closing += 1;
                     if attempts_while_closing > ATTEMPTS_WHILE_CLOSING {
-                        tracing::error!(records = batch.len(), "audit records left for the next start");
-                        return false;
+                        let left: Vec<AuditEntry> = work
+                            .iter()
+                            .flat_map(|(range, _)| batch[range.clone()].iter().cloned())
+                            .collect();
+                        tracing::error!(records = left.len(), "audit records left for the next start");
+                        break left;
                     }
                 }
                 tracing::warn!(error = %err, records = batch.len(), "audit batch failed; retrying");
@@ -172,138 +185,72 @@ async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> b
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
+    };
+    if !refused.is_empty() {
+        let aside = refused
+            .iter()
+            .map(|(i, why)| SetAside {
+                line: frame(&batch[*i]),
+                reason: "refused",
+                why: why.clone(),
+            })
+            .collect();
+        if !spill.set_aside(aside).await {
+            tracing::error!(
+                records = refused.len(),
+                "refused audit records are in the process log only"
+            );
+        }
     }
+    unwritten
 }
 
-/// Audit records kept on local disk, one JSON line each, in a file of this
-/// process's own (`audit-<pid>.jsonl`) until the database takes them.
-#[derive(Debug)]
-struct Spill {
-    dir: PathBuf,
-    file: PathBuf,
-    lock: Mutex<()>,
-    pending: AtomicBool,
-}
-
-impl Spill {
-    fn new(dir: PathBuf) -> Self {
-        let file = dir.join(format!("audit-{}.jsonl", std::process::id()));
-        Self {
-            dir,
-            pending: AtomicBool::new(file.exists()),
-            file,
-            lock: Mutex::new(()),
-        }
-    }
-
-    fn pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
-    }
-
-    async fn append(&self, entry: &AuditEntry) {
-        let mut line = serde_json::to_vec(entry).unwrap_or_default();
-        line.push(b'\n');
-        let _guard = self.lock.lock().await;
-        let appended = async {
-            tokio::fs::create_dir_all(&self.dir).await?;
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.file)
-                .await?;
-            file.write_all(&line).await?;
-            file.flush().await
-        }
-        .await;
-        match appended {
-            Ok(()) => self.pending.store(true, Ordering::Release),
-            Err(err) => tracing::error!(error = %err, request_id = %entry.request_id,
-                "audit record could not be spilled; it is in the process log only"),
-        }
-    }
-
-    /// Takes over the spill files of processes that are gone.
-    async fn adopt_orphans(&self) {
-        let Ok(mut dir) = tokio::fs::read_dir(&self.dir).await else {
-            return;
-        };
-        while let Ok(Some(item)) = dir.next_entry().await {
-            let path = item.path();
-            let Some(pid) = spill_pid(&path) else { continue };
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let _guard = self.lock.lock().await;
-                if let Ok(text) = tokio::fs::read(&path).await {
-                    let appended = async {
-                        let mut file = tokio::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&self.file)
-                            .await?;
-                        file.write_all(&text).await
-                    }
-                    .await;
-                    if appended.is_ok() {
-                        let _ = tokio::fs::remove_file(&path).await;
-                        self.pending.store(true, Ordering::Release);
-                    }
+/// Writes `entries` by the batches in `work` (a stack: the last is written
+/// first), each under its id, idempotently. A batch the database refuses
+/// for what it holds (a data exception or a constraint violation) is split
+/// in halves until the refused records stand alone; those are added to
+/// `refused` with the reason. Any other error (a lost connection, a table
+/// away, a timeout) stops here and leaves the batch on `work` for a retry.
+pub(super) async fn write_settling(
+    db: &Db,
+    entries: &[AuditEntry],
+    work: &mut Vec<(Range<usize>, Uuid)>,
+    refused: &mut Vec<(usize, String)>,
+) -> Result<(), sqlx::Error> {
+    while let Some((range, id)) = work.pop() {
+        let started = Instant::now();
+        match crate::audit::sql::write_batch(db, id, &entries[range.clone()]).await {
+            Ok(()) => crate::metrics::audit_flushed(range.len(), started.elapsed()),
+            Err(err) if is_refusal(&err) => {
+                if range.len() == 1 {
+                    refused.push((range.start, err.to_string()));
+                } else {
+                    let middle = range.start + range.len() / 2;
+                    work.push((middle..range.end, half(id, 2)));
+                    work.push((range.start..middle, half(id, 1)));
                 }
             }
-        }
-    }
-
-    /// Moves the spilled records into the database, in batches; what cannot
-    /// be written stays in the file for the next attempt.
-    async fn load(&self, db: &Db, batch_size: usize) {
-        let _guard = self.lock.lock().await;
-        let Ok(text) = tokio::fs::read_to_string(&self.file).await else {
-            self.pending.store(false, Ordering::Release);
-            return;
-        };
-        let entries: Vec<AuditEntry> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        let mut written = 0;
-        for batch in entries.chunks(batch_size) {
-            if crate::audit::sql::write_batch(db, uuid::Uuid::now_v7(), batch)
-                .await
-                .is_err()
-            {
-                break;
+            Err(err) => {
+                work.push((range, id));
+                return Err(err);
             }
-            written += batch.len();
         }
-        let rest: String = text.lines().skip(written).flat_map(|l| [l, "\n"]).collect();
-        let kept = if rest.is_empty() {
-            tokio::fs::remove_file(&self.file).await
-        } else {
-            tokio::fs::write(&self.file, rest.as_bytes()).await
-        };
-        if let Err(err) = kept {
-            tracing::error!(error = %err, "could not update the audit spill file");
-        }
-        if written > 0 {
-            tracing::info!(records = written, "spilled audit records written");
-        }
-        self.pending.store(!rest.is_empty(), Ordering::Release);
     }
+    Ok(())
 }
 
-/// The process id in a spill file's name `audit-<pid>.jsonl`.
-fn spill_pid(path: &Path) -> Option<u32> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("audit-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
+/// Whether the database refused what a batch holds rather than failed to
+/// take it: SQLSTATE classes 22 (data exception) and 23 (integrity
+/// constraint violation). Writing the same records again would fail again.
+fn is_refusal(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spill_files_are_named_by_process() {
-        assert_eq!(spill_pid(Path::new("/x/audit-42.jsonl")), Some(42));
-        assert_eq!(spill_pid(Path::new("/x/audit-x.jsonl")), None);
-        assert_eq!(spill_pid(Path::new("/x/other.jsonl")), None);
-    }
+/// The id of one half of a batch, derived from the whole's.
+fn half(id: Uuid, which: u8) -> Uuid {
+    let mut bytes = id.as_bytes().to_vec();
+    bytes.push(which);
+    Uuid::from_u128(xxh3_128(&bytes))
 }
