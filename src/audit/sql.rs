@@ -103,6 +103,22 @@ pub async fn fence<'e>(db: impl sqlx::PgExecutor<'e>, entry: &AuditEntry) -> Res
     Ok(insert_attempts(db, &[entry]).await? == 1)
 }
 
+/// The status and error code of the record that stands for `entry`'s
+/// attempt, if it has one: the write's own, or a fence.
+pub async fn standing<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    entry: &AuditEntry,
+) -> Result<Option<(i16, Option<String>)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "select status, error_code from audit_log where attempt = $1 and occurred_at = $2",
+        entry.attempt,
+        entry.occurred_at
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.status, r.error_code)))
+}
+
 /// The statement queued records are appended with, in `COPY`'s text
 /// format: PostgreSQL parses plain text columns instead of a JSON document,
 /// and the service formats them straight into one buffer; under load this

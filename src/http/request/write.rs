@@ -21,7 +21,8 @@ use axum::{
 
 use super::{AuditWritten, RequestContext};
 use crate::{
-    error::{AppError, ConnectionLost},
+    audit::AuditEntry,
+    error::{AppError, Code, ConnectionLost},
     http::AppState,
     store::Committed,
 };
@@ -84,59 +85,108 @@ pub async fn settle(state: &AppState, context: &RequestContext, response: Respon
     response
 }
 
+/// What stands for an attempt the service lost sight of, once it is settled.
+enum Settled {
+    /// The record this request wrote, now or on an earlier try whose reply
+    /// was lost: nothing was applied.
+    Ours,
+    /// The write's own record: it committed.
+    Committed,
+    /// A record another settlement wrote first (a retry with the same key),
+    /// with its code.
+    Earlier(Option<String>),
+}
+
+/// One try at settling: the fence, and if it did not go in, what stands.
+async fn settle_once(conn: &mut crate::db::Conn, record: &AuditEntry) -> Result<Settled, sqlx::Error> {
+    if crate::audit::sql::fence(&mut **conn, record).await? {
+        return Ok(Settled::Ours);
+    }
+    Ok(match crate::audit::sql::standing(&mut **conn, record).await? {
+        Some((status, code)) if status as u16 == record.status && code.as_deref() == record.error_code.as_deref() => {
+            Settled::Ours
+        }
+        Some((status, _)) if (200..300).contains(&status) => Settled::Committed,
+        Some((_, code)) => Settled::Earlier(code),
+        None => Settled::Earlier(None),
+    })
+}
+
 /// Writes the request's record before its write can commit, if it has not
 /// yet: then nothing changed and `known` (504 at the deadline, 503 after a
 /// lost connection) is the answer, recorded as such. If the write committed
-/// first, or no connection to ask on comes within [`SETTLE_BUDGET`], or the
-/// fence gets no answer within [`FENCE_WAIT`], the answer is 503
-/// `OUTCOME_UNKNOWN`; in the last two cases a record saying so is queued,
-/// and the queue writes it only if the attempt has none by then.
+/// first, the answer is 503 `OUTCOME_UNKNOWN`. Each try waits at most
+/// [`SETTLE_BUDGET`] for a connection and, once the fence is sent,
+/// [`FENCE_WAIT`] for its answer (closing the connection past it); a try
+/// whose connection broke is made once more, and reads what stands, so a
+/// fence whose reply was lost is recognised as this request's. If no try
+/// tells, the answer is 503 `OUTCOME_UNKNOWN`, and a record saying so is
+/// queued, written only if the attempt has none by then.
 async fn fence(state: &AppState, context: &RequestContext, known: Response) -> Response {
     let code = known.extensions().get::<crate::error::ErrorCode>().map(|c| c.0);
-    let mut record = context.entry(known.status().as_u16(), code);
-    let fenced = match tokio::time::timeout(SETTLE_BUDGET, state.db.acquire()).await {
-        Ok(Ok(mut conn)) => match tokio::time::timeout(FENCE_WAIT, crate::audit::sql::fence(&mut *conn, &record)).await
-        {
-            Ok(Ok(fenced)) => {
+    let record = context.entry(known.status().as_u16(), code);
+    let mut settled = None;
+    for _ in 0..2 {
+        let conn = match tokio::time::timeout(SETTLE_BUDGET, state.db.acquire()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, request_id = %record.request_id, "no connection to settle a write");
+                break;
+            }
+            Err(_) => break,
+        };
+        let mut conn = conn;
+        match tokio::time::timeout(FENCE_WAIT, settle_once(&mut conn, &record)).await {
+            Ok(Ok(found)) => {
                 conn.settled();
-                Ok(Ok(fenced))
+                settled = Some(found);
+                break;
             }
-            Ok(Err(err)) => Ok(Err(err)),
-            Err(elapsed) => {
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, request_id = %record.request_id, "settling a write failed; trying again");
+            }
+            Err(_) => {
                 conn.close();
-                Err(elapsed)
+                break;
             }
-        },
-        Ok(Err(err)) => Ok(Err(err)),
-        Err(elapsed) => Err(elapsed),
-    };
-    let mut response = match fenced {
-        Ok(Ok(true)) => {
+        }
+    }
+    let mut response = match settled {
+        Some(Settled::Ours) => {
             tracing::warn!(request_id = %record.request_id, status = record.status,
                 "a write the service lost sight of was settled: it did not commit");
             let mut response = known;
-            response.extensions_mut().remove::<ConnectionLost>();
-            response.extensions_mut().insert(AuditWritten(Box::new(record)));
-            return response;
-        }
-        Ok(Ok(false)) => {
-            tracing::warn!(request_id = %record.request_id,
-                "a write the service lost sight of had committed; its client is told the outcome is unknown");
-            let mut response = AppError::outcome_unknown().into_response();
-            record.status = response.status().as_u16();
-            record.error_code = Some(crate::error::Code::OutcomeUnknown.as_str().into());
             response.extensions_mut().insert(AuditWritten(Box::new(record)));
             response
         }
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, request_id = %record.request_id, "could not settle a write; its record is queued");
-            AppError::outcome_unknown().into_response()
+        Some(Settled::Committed) => {
+            tracing::warn!(request_id = %record.request_id,
+                "a write the service lost sight of had committed; its client is told the outcome is unknown");
+            logged(AppError::outcome_unknown().into_response(), record)
         }
-        Err(_) => {
-            tracing::warn!(request_id = %record.request_id, "settling a write took too long; its record is queued");
+        Some(Settled::Earlier(code)) => {
+            let code = code
+                .and_then(|text| Code::ALL.iter().copied().find(|c| c.as_str() == text))
+                .unwrap_or(Code::OutcomeUnknown);
+            logged(AppError::new(code).into_response(), record)
+        }
+        None => {
+            tracing::warn!(request_id = %record.request_id, "could not settle a write; its record is queued");
             AppError::outcome_unknown().into_response()
         }
     };
     response.extensions_mut().remove::<ConnectionLost>();
+    response
+}
+
+/// `response`, whose record already stands (written by another), with the
+/// copy of it logged saying what this client got.
+fn logged(mut response: Response, mut record: AuditEntry) -> Response {
+    record.status = response.status().as_u16();
+    record.error_code = response
+        .extensions()
+        .get::<crate::error::ErrorCode>()
+        .map(|c| c.0.into());
+    response.extensions_mut().insert(AuditWritten(Box::new(record)));
     response
 }
