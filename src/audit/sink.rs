@@ -15,7 +15,6 @@
 //! folder is under its cap (`AUDIT_SPILL_MAX_BYTES`) and the disk has room.
 
 use std::{
-    ops::Range,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -23,7 +22,6 @@ use std::{
 
 use tokio::{sync::mpsc, task::JoinHandle};
 use uuid::Uuid;
-use xxhash_rust::xxh3::xxh3_128;
 
 use super::{
     AuditEntry,
@@ -166,7 +164,7 @@ async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> b
     let mut work = vec![(0..batch.len(), Uuid::now_v7())];
     let mut refused = Vec::new();
     let unwritten = loop {
-        match write_settling(db, batch, &mut work, &mut refused).await {
+        match crate::audit::sql::write_settling(db, batch, &mut work, &mut refused).await {
             Ok(()) => break Vec::new(),
             Err(err) => {
                 if closing() {
@@ -203,54 +201,4 @@ async fn write_with_retry(db: &Db, batch: &[AuditEntry], closing: impl Fn() -> b
         }
     }
     unwritten
-}
-
-/// Writes `entries` by the batches in `work` (a stack: the last is written
-/// first), each under its id, idempotently. A batch the database refuses
-/// for what it holds (a data exception or a constraint violation) is split
-/// in halves until the refused records stand alone; those are added to
-/// `refused` with the reason. Any other error (a lost connection, a table
-/// away, a timeout) stops here and leaves the batch on `work` for a retry.
-pub(super) async fn write_settling(
-    db: &Db,
-    entries: &[AuditEntry],
-    work: &mut Vec<(Range<usize>, Uuid)>,
-    refused: &mut Vec<(usize, String)>,
-) -> Result<(), sqlx::Error> {
-    while let Some((range, id)) = work.pop() {
-        let started = Instant::now();
-        match crate::audit::sql::write_batch(db, id, &entries[range.clone()]).await {
-            Ok(()) => crate::metrics::audit_flushed(range.len(), started.elapsed()),
-            Err(err) if is_refusal(&err) => {
-                if range.len() == 1 {
-                    refused.push((range.start, err.to_string()));
-                } else {
-                    let middle = range.start + range.len() / 2;
-                    work.push((middle..range.end, half(id, 2)));
-                    work.push((range.start..middle, half(id, 1)));
-                }
-            }
-            Err(err) => {
-                work.push((range, id));
-                return Err(err);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether the database refused what a batch holds rather than failed to
-/// take it: SQLSTATE classes 22 (data exception) and 23 (integrity
-/// constraint violation). Writing the same records again would fail again.
-fn is_refusal(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
-}
-
-/// The id of one half of a batch, derived from the whole's.
-fn half(id: Uuid, which: u8) -> Uuid {
-    let mut bytes = id.as_bytes().to_vec();
-    bytes.push(which);
-    Uuid::from_u128(xxh3_128(&bytes))
 }

@@ -320,7 +320,7 @@ impl Spill {
             .rev()
             .collect();
         let mut refused = Vec::new();
-        let failed = super::sink::write_settling(db, &entries, &mut work, &mut refused)
+        let failed = super::sql::write_settling(db, &entries, &mut work, &mut refused)
             .await
             .err();
         let mut unwritten: Vec<usize> = work.iter().flat_map(|(range, _)| range.clone()).collect();

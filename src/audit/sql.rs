@@ -5,6 +5,8 @@
 //! SQL are named once, in the database function `audit_append`; those of a
 //! `COPY`, once, in [`COPY`].
 
+use std::{ops::Range, time::Instant};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -39,6 +41,56 @@ pub async fn write_batch(db: &Db, batch: Uuid, entries: &[AuditEntry]) -> Result
         tx.copy_in(COPY, data.into_bytes()).await?;
     }
     tx.commit().await
+}
+
+/// Writes `entries` by the batches in `work` (a stack: the last is written
+/// first), each under its id, idempotently. A batch the database refuses
+/// for what it holds (a data exception or a constraint violation) is split
+/// in halves until the refused records stand alone; those are added to
+/// `refused` with the reason. Any other error (a lost connection, a table
+/// away, a timeout) stops here and leaves the batch on `work` for a retry.
+pub(super) async fn write_settling(
+    db: &Db,
+    entries: &[AuditEntry],
+    work: &mut Vec<(Range<usize>, Uuid)>,
+    refused: &mut Vec<(usize, String)>,
+) -> Result<(), sqlx::Error> {
+    while let Some((range, id)) = work.pop() {
+        let started = Instant::now();
+        match write_batch(db, id, &entries[range.clone()]).await {
+            Ok(()) => crate::metrics::audit_flushed(range.len(), started.elapsed()),
+            Err(err) if is_refusal(&err) => {
+                if range.len() == 1 {
+                    refused.push((range.start, err.to_string()));
+                } else {
+                    let middle = range.start + range.len() / 2;
+                    work.push((middle..range.end, half(id, 2)));
+                    work.push((range.start..middle, half(id, 1)));
+                }
+            }
+            Err(err) => {
+                work.push((range, id));
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the database refused what a batch holds rather than failed to
+/// take it: SQLSTATE classes 22 (data exception) and 23 (integrity
+/// constraint violation). Writing the same records again would fail again.
+fn is_refusal(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+/// The id of one half of a batch, derived from the whole's.
+fn half(id: Uuid, which: u8) -> Uuid {
+    let mut bytes = id.as_bytes().to_vec();
+    bytes.push(which);
+    Uuid::from_u128(xxhash_rust::xxh3::xxh3_128(&bytes))
 }
 
 /// Forgets written batches older than `age`.
