@@ -2,6 +2,7 @@
 //! every value here was parsed from client input and is known to be valid.
 
 pub mod adjustment;
+pub mod event;
 pub mod ids;
 pub mod money;
 pub mod order;
@@ -11,7 +12,7 @@ pub mod product;
 mod properties;
 mod schema;
 
-pub use ids::{CustomerId, ManagerId, OrderId, ProductId};
+pub use ids::{CustomerId, EventId, ManagerId, OrderId, ProductId};
 pub use money::Money;
 pub use problems::Problems;
 
