@@ -56,6 +56,11 @@ pub fn audit_flushed(records: usize, elapsed: Duration) {
     histogram!("audit_flush_duration_seconds").record(elapsed.as_secs_f64());
 }
 
+/// How old an event was when a reader at the end of the feed was given it.
+pub fn event_feed_lag(age: Duration) {
+    histogram!("event_feed_lag_seconds").record(age.as_secs_f64());
+}
+
 /// Gauges read at scrape time.
 pub fn observe(audit_queue_depth: usize, pool_size: usize, pool_idle: usize) {
     gauge!("audit_queue_depth").set(audit_queue_depth as f64);

@@ -36,6 +36,7 @@ is audited. Every response carries `X-Request-ID`.",
     tags(
         (name = "inventory", description = "Products of a store manager"),
         (name = "orders", description = "Customer orders"),
+        (name = "events", description = "The feed of every change"),
         (name = "audit", description = "The audit trail"),
         (name = "health", description = "Liveness and readiness")
     ),

@@ -4,6 +4,7 @@
 mod adjustments;
 mod audit;
 pub mod docs;
+mod events;
 mod health;
 mod idempotency;
 mod inventory;
@@ -95,6 +96,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(order_history::get_order))
         .routes(routes!(orders::cancel_order))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(events::list_events))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

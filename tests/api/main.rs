@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod docs;
 mod envelope;
+mod events;
 mod faults;
 mod hardening;
 mod helpers;
