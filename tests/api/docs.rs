@@ -16,8 +16,9 @@ use sqlx::PgPool;
 use crate::helpers::spawn_app;
 
 /// Every operation the service documents, as `(METHOD, path)`.
-const OPERATIONS: [(&str, &str); 12] = [
+const OPERATIONS: [(&str, &str); 13] = [
     ("GET", "/api/audit"),
+    ("GET", "/api/events"),
     ("GET", "/api/inventory/products"),
     ("GET", "/api/inventory/products/{product_id}"),
     ("GET", "/api/orders"),
@@ -140,6 +141,7 @@ async fn the_openapi_document_lists_every_endpoint_with_its_success_status(db: P
         ("get", "/api/inventory/products", "200", Some("ProductsResponse")),
         ("post", "/api/inventory/discontinue", "204", None),
         ("post", "/api/orders/process", "200", Some("ProcessOrderResponse")),
+        ("get", "/api/events", "200", Some("EventsResponse")),
     ] {
         let responses = &operation(&doc, method, path)["responses"];
         let success = &responses[status];
