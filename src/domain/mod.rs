@@ -1,6 +1,7 @@
 //! Validated domain types and the rules that produce them. No I/O, no HTTP:
 //! every value here was parsed from client input and is known to be valid.
 
+pub mod address;
 pub mod adjustment;
 pub mod event;
 pub mod ids;
