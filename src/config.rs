@@ -181,6 +181,12 @@ pub struct Settings {
     /// Prefix of every Redis key this service writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ecommerce:")]
     pub redis_key_prefix: String,
+    /// Address ranges (CIDRs, comma-separated) webhooks may be sent to even
+    /// though they are loopback, private or otherwise internal (development
+    /// and tests).
+    #[arg(long, env = "WEBHOOK_ALLOWED_NETWORKS", value_delimiter = ',',
+          value_parser = crate::domain::address::Network::parse)]
+    pub webhook_allowed_networks: Vec<crate::domain::address::Network>,
 }
 
 impl Default for Settings {
@@ -203,6 +209,7 @@ impl Default for Settings {
             audit_spill_dir: PathBuf::from(".data/audit-spill"),
             audit_batch_size: 500,
             redis_key_prefix: "ecommerce:".into(),
+            webhook_allowed_networks: Vec::new(),
         }
     }
 }

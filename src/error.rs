@@ -117,6 +117,11 @@ codes! {
         when: "An order that is not the manager's (or no order at all).",
         details: {"order_id": "not an order of this manager"},
     }
+    WebhookNotFound = NOT_FOUND, "WEBHOOK_NOT_FOUND" {
+        message: "no such webhook endpoint for this manager",
+        when: "A webhook endpoint that is not the manager's (or no endpoint at all).",
+        details: {"webhook_id": "not a webhook endpoint of this manager"},
+    }
     ProductDiscontinued = CONFLICT, "PRODUCT_DISCONTINUED" {
         message: "some products are discontinued",
         when: "Discontinued products; every such line is listed.",
@@ -136,6 +141,11 @@ codes! {
         message: "another product already has this name",
         when: "A new name that another of the manager's products has.",
         example: {"products[0].name": "prod_002 already has this name"},
+    }
+    WebhookLimitReached = CONFLICT, "WEBHOOK_LIMIT_REACHED" {
+        message: "this manager has as many webhook endpoints as allowed",
+        when: "The manager already has 20 webhook endpoints; delete one first.",
+        details: {"manager_id": "at most 20 webhook endpoints per manager"},
     }
     RateLimitExceeded = TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED" {
         message: "too many requests for this manager",

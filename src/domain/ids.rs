@@ -202,6 +202,11 @@ public_id_type!(
     EventId,
     "evt_"
 );
+public_id_type!(
+    /// A webhook endpoint's public id, `wh_001` onwards.
+    WebhookId,
+    "wh_"
+);
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,9 @@ pub mod product;
 #[cfg(test)]
 mod properties;
 mod schema;
+pub mod webhook;
 
-pub use ids::{CustomerId, EventId, ManagerId, OrderId, ProductId};
+pub use ids::{CustomerId, EventId, ManagerId, OrderId, ProductId, WebhookId};
 pub use money::Money;
 pub use problems::Problems;
 

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod order_history;
 pub mod orders;
 pub mod products;
+pub mod webhooks;
 
 use std::{future::Future, time::Duration};
 

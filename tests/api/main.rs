@@ -25,3 +25,4 @@ mod rate_limit;
 mod redis_failover;
 mod redis_outage;
 mod smoke;
+mod webhooks;
