@@ -34,6 +34,11 @@ create table event (
 
 alter sequence event_id_seq owned by event.id;
 
+-- Retention finds old events by time: rows arrive in time order, so a BRIN
+-- index (a few pages, next to nothing to maintain on the write path) is
+-- enough to delete them in bounded batches.
+create index event_occurred_at_brin on event using brin (occurred_at);
+
 -- The public spelling of a row number: `prefix` then the number zero-padded
 -- to at least three digits (`prod_001`, `prod_1000`), as the service prints
 -- ids.

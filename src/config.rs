@@ -181,6 +181,10 @@ pub struct Settings {
     /// Prefix of every Redis key this service writes.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "ecommerce:")]
     pub redis_key_prefix: String,
+    /// Days events (and webhook delivery records) are kept at least.
+    #[arg(long, env = "EVENT_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub event_retention_days: u32,
     /// Address ranges (CIDRs, comma-separated) webhooks may be sent to even
     /// though they are loopback, private or otherwise internal (development
     /// and tests).
@@ -209,6 +213,7 @@ impl Default for Settings {
             audit_spill_dir: PathBuf::from(".data/audit-spill"),
             audit_batch_size: 500,
             redis_key_prefix: "ecommerce:".into(),
+            event_retention_days: 30,
             webhook_allowed_networks: Vec::new(),
         }
     }

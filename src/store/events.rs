@@ -184,6 +184,50 @@ pub async fn append(tx: &mut Tx, manager: &ManagerId, events: &[NewEvent]) -> Re
     Ok(())
 }
 
+/// Most rows one retention statement deletes.
+pub const RETENTION_BATCH: i64 = 1000;
+
+/// Deletes events, and webhook delivery records, older than `days` days, in
+/// statements of at most [`RETENTION_BATCH`] rows each (short transactions,
+/// row locks only), until none is left. Returns how many were deleted.
+pub async fn forget_older_than(db: &Db, days: u32) -> Result<u64, sqlx::Error> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let mut forgotten = 0;
+    loop {
+        let deleted = sqlx::query!(
+            r#"with doomed as (
+                   select manager_id, id from event
+                    where occurred_at < now() - make_interval(days => $1)
+                    limit $2
+               )
+               delete from event e using doomed d where e.manager_id = d.manager_id and e.id = d.id"#,
+            days,
+            RETENTION_BATCH
+        )
+        .execute(db)
+        .await?
+        .rows_affected();
+        let logged = sqlx::query!(
+            r#"with doomed as (
+                   select manager_id, id from webhook_delivery
+                    where at < now() - make_interval(days => $1)
+                    limit $2
+               )
+               delete from webhook_delivery w using doomed d where w.manager_id = d.manager_id and w.id = d.id"#,
+            days,
+            RETENTION_BATCH
+        )
+        .execute(db)
+        .await?
+        .rows_affected();
+        forgotten += deleted + logged;
+        if deleted < RETENTION_BATCH as u64 && logged < RETENTION_BATCH as u64 {
+            return Ok(forgotten);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

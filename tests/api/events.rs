@@ -561,3 +561,35 @@ async fn the_cursor_never_skips_or_repeats_under_concurrent_writers(_shared: PgP
         app.stop().await;
     }
 }
+
+#[sqlx::test]
+async fn events_older_than_the_retention_are_deleted_in_bounded_batches(db: PgPool) {
+    let app = spawn_app(db).await;
+    // 1,250 events (more than one batch) made old, and a few recent ones.
+    let items: Vec<Value> = (0..625)
+        .map(|i| json!({"name": format!("P{i}"), "price": 1.0, "quantity": 1}))
+        .collect();
+    let old = app.post(PRODUCTS, json!({"manager_id": "m", "products": items})).await;
+    assert_eq!(old.status(), 201);
+    sqlx::query("update event set occurred_at = now() - interval '31 days'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    app.seed("m", "Fresh", 1.0, 1).await;
+    let service_db: ecommerce_api::db::Db = app.db.clone().into();
+
+    let forgotten = ecommerce_api::store::events::forget_older_than(&service_db, 30)
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1250);
+    let left = all_events(&app, "m").await;
+    assert_eq!(types(&left), ["product.created", "inventory.changed"]);
+    assert_eq!(left[0]["data"]["name"], "Fresh");
+    assert_eq!(
+        ecommerce_api::store::events::forget_older_than(&service_db, 30)
+            .await
+            .unwrap(),
+        0
+    );
+    app.stop().await;
+}
