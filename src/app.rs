@@ -63,7 +63,7 @@ impl Application {
             )),
             None => None,
         };
-        let maintenance = tokio::spawn(maintain(state.db.clone()));
+        let maintenance = tokio::spawn(maintain(state.db.clone(), state.settings.event_retention_days));
         let limits = Limits {
             header_timeout: Duration::from_secs(state.settings.header_timeout_secs),
             idle_timeout: Duration::from_secs(state.settings.idle_timeout_secs),
@@ -170,9 +170,9 @@ pub async fn state(
 }
 
 /// Daily upkeep, from start-up on: creates the audit log's monthly
-/// partitions ahead of time and forgets idempotency keys and written audit
-/// batches older than a day.
-async fn maintain(db: Db) {
+/// partitions ahead of time, forgets idempotency keys and written audit
+/// batches older than a day, and events older than `retention_days`.
+async fn maintain(db: Db, retention_days: u32) {
     let mut every_day = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         every_day.tick().await;
@@ -185,6 +185,10 @@ async fn maintain(db: Db) {
         }
         if let Err(err) = crate::audit::sql::forget_batches_older_than(&db, Duration::from_secs(24 * 3600)).await {
             tracing::warn!(error = %err, "could not forget written audit batches");
+        }
+        match store::events::forget_older_than(&db, retention_days).await {
+            Ok(forgotten) => tracing::info!(forgotten, retention_days, "old events forgotten"),
+            Err(err) => tracing::warn!(error = %err, "could not forget old events"),
         }
     }
 }

@@ -229,6 +229,16 @@ pub struct Settings {
     /// Who may call `/api/` (see [`crate::auth`]).
     #[command(flatten)]
     pub auth: AuthSettings,
+    /// Days events (and webhook delivery records) are kept at least.
+    #[arg(long, env = "EVENT_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub event_retention_days: u32,
+    /// Address ranges (CIDRs, comma-separated) webhooks may be sent to even
+    /// though they are loopback, private or otherwise internal (development
+    /// and tests).
+    #[arg(long, env = "WEBHOOK_ALLOWED_NETWORKS", value_delimiter = ',',
+          value_parser = crate::domain::address::Network::parse)]
+    pub webhook_allowed_networks: Vec<crate::domain::address::Network>,
 }
 
 impl Default for Settings {
@@ -257,6 +267,8 @@ impl Default for Settings {
             audit_batch_size: 500,
             redis_key_prefix: "ecommerce:".into(),
             auth: AuthSettings::default(),
+            event_retention_days: 30,
+            webhook_allowed_networks: Vec::new(),
         }
     }
 }

@@ -117,6 +117,11 @@ codes! {
         when: "An order that is not the manager's (or no order at all).",
         details: {"order_id": "not an order of this manager"},
     }
+    WebhookNotFound = NOT_FOUND, "WEBHOOK_NOT_FOUND" {
+        message: "no such webhook endpoint for this manager",
+        when: "A webhook endpoint that is not the manager's (or no endpoint at all).",
+        details: {"webhook_id": "not a webhook endpoint of this manager"},
+    }
     ProductDiscontinued = CONFLICT, "PRODUCT_DISCONTINUED" {
         message: "some products are discontinued",
         when: "Discontinued products; every such line is listed.",
@@ -146,6 +151,11 @@ codes! {
         message: "the token is for another manager",
         when: "Only with `AUTH_MODE=jwt`: the request's `manager_id` is not the manager its token is for.",
         details: {"manager_id": "is not the manager the token is for"},
+    }
+    WebhookLimitReached = CONFLICT, "WEBHOOK_LIMIT_REACHED" {
+        message: "this manager has as many webhook endpoints as allowed",
+        when: "The manager already has 20 webhook endpoints; delete one first.",
+        details: {"manager_id": "at most 20 webhook endpoints per manager"},
     }
     RateLimitExceeded = TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED" {
         message: "too many requests for this manager",

@@ -93,6 +93,11 @@ pub fn audit_not_spilled() {
     counter!("audit_records_not_spilled_total").increment(1);
 }
 
+/// How old an event was when a reader at the end of the feed was given it.
+pub fn event_feed_lag(age: Duration) {
+    histogram!("event_feed_lag_seconds").record(age.as_secs_f64());
+}
+
 /// Gauges read at scrape time.
 pub fn observe(audit_queue_depth: usize, pool_size: usize, pool_idle: usize) {
     gauge!("audit_queue_depth").set(audit_queue_depth as f64);

@@ -197,6 +197,16 @@ public_id_type!(
     OrderId,
     "ord_"
 );
+public_id_type!(
+    /// An event's public id, `evt_001` onwards.
+    EventId,
+    "evt_"
+);
+public_id_type!(
+    /// A webhook endpoint's public id, `wh_001` onwards.
+    WebhookId,
+    "wh_"
+);
 
 #[cfg(test)]
 mod tests {
@@ -233,6 +243,8 @@ mod tests {
             assert_eq!(ProductId::parse(bad), None, "{bad}");
         }
         assert_eq!(OrderId::parse("ord_042").map(OrderId::get), Some(42));
+        assert_eq!(EventId::parse("evt_1000").map(EventId::get), Some(1000));
+        assert_eq!(EventId::from_db(7).to_string(), "evt_007");
     }
 
     #[test]

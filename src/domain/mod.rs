@@ -1,7 +1,9 @@
 //! Validated domain types and the rules that produce them. No I/O, no HTTP:
 //! every value here was parsed from client input and is known to be valid.
 
+pub mod address;
 pub mod adjustment;
+pub mod event;
 pub mod ids;
 pub mod money;
 pub mod order;
@@ -10,8 +12,9 @@ pub mod product;
 #[cfg(test)]
 mod properties;
 mod schema;
+pub mod webhook;
 
-pub use ids::{CustomerId, ManagerId, OrderId, ProductId};
+pub use ids::{CustomerId, EventId, ManagerId, OrderId, ProductId, WebhookId};
 pub use money::Money;
 pub use problems::Problems;
 

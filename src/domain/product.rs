@@ -130,6 +130,16 @@ pub fn parse_stock(value: &Value) -> Result<i32, String> {
     integer(value, STOCK).map(|n| n as i32)
 }
 
+/// The low-stock threshold of an item, if it has the field: an integer in
+/// [`STOCK`], or `null` for none. Absent is `None` (the product keeps its
+/// own).
+pub fn parse_threshold(item: &Value) -> Option<Result<Option<i32>, String>> {
+    match item.get("low_stock_threshold")? {
+        Value::Null => Some(Ok(None)),
+        value => Some(integer(value, STOCK).map(|n| Some(n as i32))),
+    }
+}
+
 /// One item of an add-or-update batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductInput {
@@ -142,6 +152,9 @@ pub struct ProductInput {
     pub price: Money,
     /// The new stock (set, not added).
     pub quantity: i32,
+    /// The new low-stock threshold: `None` when the item does not carry
+    /// one (a product keeps its own), `Some(None)` to remove it.
+    pub low_stock_threshold: Option<Option<i32>>,
 }
 
 /// `POST /api/inventory/products`: products to add or update, all or none.
@@ -180,6 +193,10 @@ impl UpsertProducts {
             let name = bad.check(at("name"), text(&item["name"]).and_then(ProductName::parse));
             let price = bad.check(at("price"), Money::parse_price(&item["price"]));
             let quantity = bad.check(at("quantity"), parse_stock(&item["quantity"]));
+            let threshold = match parse_threshold(item) {
+                None => Some(None),
+                Some(parsed) => bad.check(at("low_stock_threshold"), parsed).map(Some),
+            };
             // Two items may not name the same product, nor leave two
             // products with one name.
             if let Some(Some(Some(id))) = &id
@@ -192,12 +209,15 @@ impl UpsertProducts {
             {
                 bad.add(at("name"), format!("products[{first}] has the same name"));
             }
-            if let (Some(id), Some(name), Some(price), Some(quantity)) = (id, name, price, quantity) {
+            if let (Some(id), Some(name), Some(price), Some(quantity), Some(low_stock_threshold)) =
+                (id, name, price, quantity, threshold)
+            {
                 inputs.push(ProductInput {
                     id,
                     name,
                     price,
                     quantity,
+                    low_stock_threshold,
                 });
             }
         }
@@ -265,6 +285,16 @@ products (trimmed, case-insensitive) updates it.",
                 ),
             )
             .required("quantity")
+            .property(
+                "low_stock_threshold",
+                schema::integer(
+                    &STOCK,
+                    "Below this many units a change records an `inventory.low_stock` event: an\n\
+integer 0 … 1,000,000,000, or null for none. Absent keeps the product's own.",
+                    10,
+                )
+                .schema_type(SchemaType::from_iter([Type::Integer, Type::Null])),
+            )
             .into()
     }
 }
@@ -431,6 +461,35 @@ mod tests {
         .into_details();
         assert_eq!(problems["products[1].name"], "products[0] has the same name");
         assert_eq!(problems["products[3].id"], "prod_001 is also in products[2]");
+    }
+
+    #[test]
+    fn thresholds_are_strict_integers_or_null_and_absent_keeps_the_current_one() {
+        let batch = UpsertProducts::parse(&json!({
+            "manager_id": "m",
+            "products": [
+                { "name": "A", "price": 1, "quantity": 1 },
+                { "name": "B", "price": 1, "quantity": 1, "low_stock_threshold": null },
+                { "name": "C", "price": 1, "quantity": 1, "low_stock_threshold": 1000000000 }
+            ]
+        }))
+        .unwrap();
+        let thresholds: Vec<_> = batch.items.iter().map(|i| i.low_stock_threshold).collect();
+        assert_eq!(thresholds, [None, Some(None), Some(Some(1_000_000_000))]);
+        let problems = UpsertProducts::parse(&json!({
+            "manager_id": "m",
+            "products": [
+                { "name": "A", "price": 1, "quantity": 1, "low_stock_threshold": "5" },
+                { "name": "B", "price": 1, "quantity": 1, "low_stock_threshold": 1.5 },
+                { "name": "C", "price": 1, "quantity": 1, "low_stock_threshold": -1 },
+                { "name": "D", "price": 1, "quantity": 1, "low_stock_threshold": 1000000001 },
+                { "name": "E", "price": 1, "quantity": 1, "low_stock_threshold": true }
+            ]
+        }))
+        .unwrap_err()
+        .into_details();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems.keys().all(|k| k.ends_with(".low_stock_threshold")));
     }
 
     #[test]

@@ -39,6 +39,8 @@ manager it names: 401 `UNAUTHENTICATED` without a valid token, 403 `FORBIDDEN` f
     tags(
         (name = "inventory", description = "Products of a store manager"),
         (name = "orders", description = "Customer orders"),
+        (name = "events", description = "The feed of every change"),
+        (name = "webhooks", description = "Endpoints that receive the feed, signed"),
         (name = "audit", description = "The audit trail"),
         (name = "health", description = "Liveness and readiness")
     ),
@@ -245,7 +247,7 @@ impl Modify for CommonHeaders {
                 .build(),
         );
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [&mut item.get, &mut item.post].into_iter().flatten();
+            let operations = [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten();
             for operation in operations {
                 for response in operation.responses.responses.values_mut() {
                     let RefOr::T(response) = response else {

@@ -4,6 +4,7 @@
 mod adjustments;
 mod audit;
 pub mod docs;
+mod events;
 mod health;
 mod idempotency;
 mod inventory;
@@ -11,6 +12,7 @@ mod order_history;
 mod orders;
 mod query;
 pub mod request;
+mod webhooks;
 
 use std::{
     any::Any,
@@ -102,6 +104,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(order_history::get_order))
         .routes(routes!(orders::cancel_order))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(events::list_events))
+        .routes(routes!(webhooks::register_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::replay_webhook))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -3,7 +3,13 @@
 
 use uuid::Uuid;
 
-use super::{Committed, Failure, is_transient, products::ProductRow, retrying};
+use super::{
+    Committed, Failure,
+    events::{self, NewEvent, Reason, StockChange},
+    is_transient,
+    products::ProductRow,
+    retrying,
+};
 use crate::domain::{
     Money, ProductId,
     adjustment::{MAX_STOCK, StockAdjustments},
@@ -128,7 +134,7 @@ async fn apply_once(
         r#"with req as (
                select * from unnest($2::bigint[], $3::int[]) with ordinality as r(id, delta, line_no)
            ), locked as materialized (
-               select id, name, price, quantity
+               select id, name, price, quantity, version, low_stock_threshold
                  from product
                 where manager_id = $1 and id in (select id from req)
                 order by id
@@ -137,7 +143,7 @@ async fn apply_once(
                select idempotency_claim_held($1, $4, $5) as held
            ), judged as materialized (
                select r.line_no, r.id, r.delta, l.name, l.price, l.quantity as available,
-                      l.quantity::bigint + r.delta as after
+                      l.quantity::bigint + r.delta as after, l.version + 1 as version, l.low_stock_threshold
                  from req r left join locked l using (id)
            ), passes as materialized (
                select count(*) = cardinality($3::int[]) and (select held from claim) as ok
@@ -145,7 +151,7 @@ async fn apply_once(
                 where available is not null and after between 0 and 1000000000
            ), changed as (
                update product p
-                  set quantity = j.after, updated_at = now()
+                  set quantity = j.after, version = j.version, updated_at = now()
                  from judged j, passes
                 where passes.ok and p.manager_id = $1 and p.id = j.id
            ), recorded as (
@@ -154,7 +160,8 @@ async fn apply_once(
            )
            select j.line_no as "line_no!", j.id as "id?: ProductId", j.delta as "delta!",
                   j.available as "available?", j.name as "name?", j.price as "price?: Money",
-                  j.after::int as "after?", (select ok from passes) as "applied!",
+                  j.after::int as "after?", j.version as "version?", j.low_stock_threshold as "threshold?",
+                  (select ok from passes) as "applied!",
                   not (select held from claim) as "claim_lost!"
              from judged j
             order by j.line_no"#,
@@ -187,6 +194,21 @@ async fn apply_once(
             Failure::Refused,
         ));
     }
+    let events: Vec<NewEvent> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(StockChange {
+                product: r.id?,
+                previous: r.available?,
+                quantity: r.after?,
+                version: r.version?,
+                threshold: r.threshold,
+                reason: Reason::Adjustment,
+                reference: None,
+            })
+        })
+        .flat_map(|change| change.events())
+        .collect();
     let products: Vec<ProductRow> = rows
         .into_iter()
         .filter_map(|r| {
@@ -206,6 +228,7 @@ async fn apply_once(
         let answer = crate::db::json_param(&serde_json::json!({ "products": &products }))?;
         super::idempotency::answered(&mut tx, &request.manager, key, token, 200, &answer).await?;
     }
+    events::append(&mut tx, &request.manager, &events).await?;
     tx.commit().await?;
     Ok(Committed::new(products, record))
 }

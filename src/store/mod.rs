@@ -7,10 +7,12 @@
 //! beside its own definition (`impl From<...> for AppError`).
 
 pub mod adjustments;
+pub mod events;
 pub mod idempotency;
 pub mod order_history;
 pub mod orders;
 pub mod products;
+pub mod webhooks;
 
 use std::{future::Future, time::Duration};
 

@@ -4,9 +4,14 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Committed, Failure, is_transient, retrying};
+use super::{
+    Committed, Failure,
+    events::{self, NewEvent, Reason, StockChange},
+    is_transient, retrying,
+};
 use crate::domain::{
-    ManagerId, Money, OrderId, ProductId, adjustment::MAX_STOCK, order::OrderStatus, problems::Details,
+    ManagerId, Money, OrderId, ProductId, adjustment::MAX_STOCK, event::EventType, order::OrderStatus,
+    problems::Details,
 };
 use crate::error::{AppError, Code};
 use crate::{audit::AuditEntry, db::Db};
@@ -240,17 +245,18 @@ async fn cancel_once(
                 r#"with lines as (
                        select line_no, product_id, quantity from order_line where manager_id = $1 and order_id = $2
                    ), locked as materialized (
-                       select id, quantity from product
+                       select id, quantity, version, low_stock_threshold from product
                         where manager_id = $1 and id in (select product_id from lines)
                         order by id
                           for update
                    ), judged as materialized (
-                       select l.line_no, l.product_id, l.quantity as returned, k.quantity::bigint + l.quantity as after
+                       select l.line_no, l.product_id, l.quantity as returned, k.quantity::bigint + l.quantity as after,
+                              k.version + 1 as version, k.low_stock_threshold
                          from lines l join locked k on k.id = l.product_id
                    ), passes as materialized (
                        select coalesce(bool_and(after <= $3), true) as ok from judged
                    ), restocked as (
-                       update product p set quantity = j.after, updated_at = now()
+                       update product p set quantity = j.after, version = j.version, updated_at = now()
                          from judged j, passes
                         where passes.ok and p.manager_id = $1 and p.id = j.product_id
                    ), marked as (
@@ -258,7 +264,8 @@ async fn cancel_once(
                         where manager_id = $1 and id = $2 and (select ok from passes)
                    )
                    select line_no as "line_no!", product_id as "product_id!", returned as "returned!",
-                          after as "after!", (select ok from passes) as "ok!"
+                          after as "after!", version as "version!", low_stock_threshold,
+                          (select ok from passes) as "ok!"
                      from judged order by line_no"#,
                 manager.as_str(),
                 id.get(),
@@ -284,12 +291,33 @@ async fn cancel_once(
             record.product_ids = lines.iter().map(|l| l.product_id).collect();
             record.product_ids.sort_unstable();
             crate::audit::sql::append(&mut tx, &record).await?;
-            Some(record)
+            let changes = lines.iter().map(|l| StockChange {
+                product: ProductId::from_db(l.product_id),
+                previous: l.after as i32 - l.returned,
+                quantity: l.after as i32,
+                version: l.version,
+                threshold: l.low_stock_threshold,
+                reason: Reason::Cancel,
+                reference: Some(id),
+            });
+            Some((record, changes.flat_map(|c| c.events()).collect::<Vec<_>>()))
         }
     };
     let view = get(&mut tx, manager, id)
         .await?
         .ok_or(Failure::Refused(CancelRefusal::NotFound))?;
+    let record = match record {
+        Some((record, mut events)) => {
+            events.push(NewEvent {
+                kind: EventType::OrderCancelled,
+                product_id: None,
+                data: crate::db::json_param(&view)?,
+            });
+            events::append(&mut tx, manager, &events).await?;
+            Some(record)
+        }
+        None => None,
+    };
     tx.commit().await?;
     Ok(match record {
         Some(record) => Cancel::Done(Committed::new(view, record)),

@@ -149,7 +149,8 @@ async fn process_once(
         r#"with req as (
                select * from unnest($2::bigint[], $3::int[]) with ordinality as r(id, qty, line_no)
            ), locked as materialized (
-               select id, name, price, quantity, discontinued_at is not null as discontinued
+               select id, name, price, quantity, discontinued_at is not null as discontinued, version,
+                      low_stock_threshold
                  from product
                 where manager_id = $1 and id in (select id from req)
                 order by id
@@ -169,14 +170,15 @@ async fn process_once(
                -- so p.quantity - r.qty could fail quantity >= 0 (a 500) after
                -- a restock that committed while this statement waited.
                update product p
-                  set quantity = l.quantity - r.qty, updated_at = now()
+                  set quantity = l.quantity - r.qty, version = l.version + 1, updated_at = now()
                  from req r join locked l using (id), sellable s
                 where s.ok and p.manager_id = $1 and p.id = r.id
-            returning p.id, p.name, p.price, r.qty, r.line_no
+            returning p.id, p.name, p.price, r.qty, r.line_no, l.quantity as before, p.quantity as after,
+                      p.version, l.low_stock_threshold as threshold
            ), placed as (
                insert into customer_order (manager_id, customer_id, customer_email, total_amount)
                select $1, $4, $5, sum(price * qty) from sold having count(*) > 0
-            returning id, total_amount
+            returning id, total_amount, created_at
            ), order_lines as (
                insert into order_line (manager_id, order_id, line_no, product_id, name, quantity, unit_price)
                select $1, o.id, s.line_no, s.id, s.name, s.qty, s.price from placed o, sold s
@@ -188,6 +190,43 @@ async fn process_once(
            ), audited as materialized (
                select audit_append($6, (select array_agg(id order by id) from sold), o.id, false) as done
                  from placed o
+           ), evented as materialized (
+               -- Last, after every product lock: the manager's event lock
+               -- (see event_append). The events: each product's stock
+               -- change (and low stock), then the order as
+               -- GET /api/orders/{id} shows it. None when nothing was sold.
+               select event_append($1, jsonb_agg(e.event order by e.kind, e.product_id)) as done
+                 from (
+                   select 1 as kind, s.id as product_id, jsonb_build_object(
+                              'type', 'inventory.changed', 'product_id', s.id,
+                              'data', jsonb_build_object(
+                                  'product_id', public_id('prod_', s.id), 'quantity', s.after,
+                                  'previous_quantity', s.before, 'delta', s.after - s.before,
+                                  'version', s.version, 'reason', 'order', 'reference', public_id('ord_', o.id)))
+                     from sold s, placed o
+                   union all
+                   select 2, s.id, jsonb_build_object(
+                              'type', 'inventory.low_stock', 'product_id', s.id,
+                              'data', jsonb_build_object(
+                                  'product_id', public_id('prod_', s.id), 'quantity', s.after,
+                                  'threshold', s.threshold, 'version', s.version))
+                     from sold s
+                    where s.before >= s.threshold and s.after < s.threshold
+                   union all
+                   select 3, 0, jsonb_build_object(
+                              'type', 'order.processed', 'product_id', null,
+                              'data', jsonb_build_object(
+                                  'order_id', public_id('ord_', o.id), 'status', 'processed',
+                                  'customer', jsonb_build_object('id', $4::text, 'email', $5::text),
+                                  'total_amount', o.total_amount, 'created_at', rfc3339(o.created_at),
+                                  'cancelled_at', null,
+                                  'products', (select jsonb_agg(jsonb_build_object(
+                                                   'product_id', public_id('prod_', s.id), 'name', s.name,
+                                                   'quantity', s.qty, 'unit_price', s.price,
+                                                   'line_total', (s.price * s.qty)::numeric(18, 2))
+                                                 order by s.line_no) from sold s)))
+                     from placed o
+                 ) e (kind, product_id, event)
            )
            select r.line_no as "line_no!", r.qty as "requested!", l.quantity as "available?",
                   l.discontinued as "discontinued?", o.id as "order_id?", o.total_amount as "total?",
@@ -196,6 +235,7 @@ async fn process_once(
              left join locked l using (id)
              left join placed o on true
              left join audited on true
+             left join evented on true
             order by r.line_no"#,
         order.manager.as_str(),
         &ids as _,

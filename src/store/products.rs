@@ -4,9 +4,14 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Committed, Failure, is_transient, retrying, violates};
+use super::{
+    Committed, Failure,
+    events::{self, NewEvent, Reason, StockChange},
+    is_transient, retrying, violates,
+};
 use crate::domain::{
     ManagerId, Money, ProductId,
+    event::EventType,
     problems::Details,
     product::{ProductStatus, UpsertProducts},
 };
@@ -56,7 +61,8 @@ pub struct ProductRow {
 /// A product with its status and times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"id": "prod_001", "name": "Premium Coffee Beans", "price": 15.99, "quantity": 100,
-    "status": "in_stock", "created_at": "2026-12-01T09:30:00.000000Z", "updated_at": "2026-12-02T14:05:12.345678Z"}))]
+    "status": "in_stock", "created_at": "2026-12-01T09:30:00.000000Z", "updated_at": "2026-12-02T14:05:12.345678Z",
+    "low_stock_threshold": 10, "version": 4}))]
 pub struct ProductDetail {
     /// Public id.
     #[schema(value_type = String, example = "prod_001")]
@@ -75,13 +81,21 @@ pub struct ProductDetail {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// When it last changed (RFC 3339, UTC).
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Below this many units a change records `inventory.low_stock`; null
+    /// for none.
+    #[schema(example = 10)]
+    pub low_stock_threshold: Option<i32>,
+    /// Raised by one with every change of the product (its events carry it).
+    #[schema(example = 4)]
+    pub version: i64,
 }
 
 /// The manager's product `id`, if it is theirs.
 pub async fn get(db: &Db, manager: &ManagerId, id: ProductId) -> Result<Option<ProductDetail>, sqlx::Error> {
     let row = sqlx::query!(
         r#"select id as "id: ProductId", name, price as "price: Money", quantity,
-                  discontinued_at is not null as "discontinued!", created_at, updated_at
+                  discontinued_at is not null as "discontinued!", created_at, updated_at,
+                  low_stock_threshold, version
              from product where manager_id = $1 and id = $2"#,
         manager.as_str(),
         id.get()
@@ -96,6 +110,8 @@ pub async fn get(db: &Db, manager: &ManagerId, id: ProductId) -> Result<Option<P
         status: ProductStatus::of(r.quantity, r.discontinued),
         created_at: r.created_at,
         updated_at: r.updated_at,
+        low_stock_threshold: r.low_stock_threshold,
+        version: r.version,
     }))
 }
 
@@ -260,34 +276,53 @@ async fn upsert_once(
     let names: Vec<&str> = batch.items.iter().map(|item| item.name.as_str()).collect();
     let prices: Vec<_> = batch.items.iter().map(|item| item.price.amount()).collect();
     let quantities: Vec<i32> = batch.items.iter().map(|item| item.quantity).collect();
+    let thresholds: Vec<Option<i32>> = batch.items.iter().map(|i| i.low_stock_threshold.flatten()).collect();
+    let thresholds_given: Vec<bool> = batch.items.iter().map(|i| i.low_stock_threshold.is_some()).collect();
     let entry = crate::db::json_param(audit)?;
-    let rows = sqlx::query_as!(
-        ProductRow,
+    // `before` reads the rows the first statement locked: their values
+    // before this statement's update (a data-modifying CTE's changes are
+    // not visible to its siblings).
+    let rows = sqlx::query!(
         r#"with input as materialized (
                select t.ord, coalesce(t.id, nextval('product_id_seq')) as id, t.id is null as is_new,
-                      t.name, t.name_key, t.price, t.quantity
-                 from unnest($2::bigint[], $3::text[], $7::text[], $4::numeric[], $5::int[])
-                      with ordinality as t(id, name, name_key, price, quantity, ord)
+                      t.name, t.name_key, t.price, t.quantity, t.threshold, t.threshold_given
+                 from unnest($2::bigint[], $3::text[], $7::text[], $4::numeric[], $5::int[], $8::int[], $9::bool[])
+                      with ordinality as t(id, name, name_key, price, quantity, threshold, threshold_given, ord)
+           ), before as materialized (
+               select p.id, p.quantity from product p
+                where p.manager_id = $1 and p.id in (select id from input where not is_new)
            ), updated as (
                update product p
                   set name = i.name, name_key = i.name_key, price = i.price, quantity = i.quantity,
-                      updated_at = now()
+                      low_stock_threshold = case when i.threshold_given then i.threshold
+                                                 else p.low_stock_threshold end,
+                      version = p.version + 1, updated_at = now()
                  from input i
                 where not i.is_new and p.manager_id = $1 and p.id = i.id
+            returning p.id, p.version, p.low_stock_threshold, p.discontinued_at is not null as discontinued,
+                      p.created_at, p.updated_at
            ), inserted as (
                -- New names are inserted in name-key order, the same order in
                -- every transaction: two batches creating the same names then
                -- wait on each other's first shared name instead of each
                -- holding a name the other needs (a deadlock).
-               insert into product (manager_id, id, name, name_key, price, quantity)
-               select $1, id, name, name_key, price, quantity from input where is_new order by name_key
+               insert into product (manager_id, id, name, name_key, price, quantity, low_stock_threshold)
+               select $1, id, name, name_key, price, quantity, threshold from input where is_new order by name_key
+            returning id, version, low_stock_threshold, false as discontinued, created_at, updated_at
+           ), written as (
+               select * from updated union all select * from inserted
            ), audited as materialized (
                select audit_append($6, (select array_agg(id order by ord) from input), null, false) as done
            )
-           select id as "id!: ProductId", name as "name!", price as "price!: Money", quantity as "quantity!"
-             from input
+           select i.id as "id!: ProductId", i.name as "name!", i.price as "price!: Money",
+                  i.quantity as "quantity!", i.is_new as "is_new!", b.quantity as "previous?",
+                  w.version as "version!", w.low_stock_threshold as "threshold?",
+                  w.discontinued as "discontinued!", w.created_at as "created_at!", w.updated_at as "updated_at!"
+             from input i
+             join written w using (id)
+             left join before b using (id)
              left join audited on true
-            order by ord"#,
+            order by i.ord"#,
         batch.manager.as_str(),
         &target_ids as _,
         &names as _,
@@ -295,11 +330,57 @@ async fn upsert_once(
         &quantities,
         entry,
         &keys,
+        &thresholds as _,
+        &thresholds_given,
     )
     .fetch_all(&mut tx)
     .await?;
+    let mut events = Vec::new();
+    let mut products = Vec::with_capacity(rows.len());
+    for r in rows {
+        let detail = ProductDetail {
+            id: r.id,
+            name: r.name,
+            price: r.price,
+            quantity: r.quantity,
+            status: ProductStatus::of(r.quantity, r.discontinued),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            low_stock_threshold: r.threshold,
+            version: r.version,
+        };
+        let kind = if r.is_new {
+            EventType::ProductCreated
+        } else {
+            EventType::ProductUpdated
+        };
+        events.push(NewEvent {
+            kind,
+            product_id: Some(detail.id),
+            data: crate::db::json_param(&detail)?,
+        });
+        // A new product's stock changes from none (and crosses no
+        // threshold: it had no stock to be at or above it).
+        let change = StockChange {
+            product: detail.id,
+            previous: r.previous.unwrap_or(0),
+            quantity: detail.quantity,
+            version: detail.version,
+            threshold: r.previous.and(detail.low_stock_threshold),
+            reason: Reason::Upsert,
+            reference: None,
+        };
+        events.extend(change.events());
+        products.push(ProductRow {
+            id: detail.id,
+            name: detail.name,
+            price: detail.price,
+            quantity: detail.quantity,
+        });
+    }
+    events::append(&mut tx, &batch.manager, &events).await?;
     tx.commit().await?;
-    Ok(rows)
+    Ok(products)
 }
 
 /// Marks a product discontinued (again is fine) with its audit record.
@@ -311,16 +392,27 @@ pub async fn discontinue(
     audit: &AuditEntry,
 ) -> Result<Option<Committed<ProductId>>, sqlx::Error> {
     let entry = crate::db::json_param(audit)?;
+    // Discontinuing again changes nothing: no new version, no event.
     let found = sqlx::query_scalar!(
-        r#"with done as (
-               update product
-                  set discontinued_at = coalesce(discontinued_at, now()), updated_at = now()
+        r#"with before as materialized (
+               select id, discontinued_at is null as fresh from product
                 where manager_id = $1 and id = $2
-            returning id
+                  for update
+           ), done as (
+               update product p
+                  set discontinued_at = now(), updated_at = now(), version = p.version + 1
+                 from before b
+                where b.fresh and p.manager_id = $1 and p.id = b.id
+            returning p.id, p.version
            ), audited as materialized (
-               select audit_append($3, array[d.id], null, false) as done from done d
+               select audit_append($3, array[b.id], null, false) as done from before b
+           ), evented as materialized (
+               select event_append($1, jsonb_build_array(jsonb_build_object(
+                          'type', 'product.discontinued', 'product_id', d.id,
+                          'data', jsonb_build_object('product_id', public_id('prod_', d.id), 'version', d.version))))
+                 from done d
            )
-           select id as "id!: ProductId" from done left join audited on true"#,
+           select b.id as "id!: ProductId" from before b left join audited on true left join evented on true"#,
         manager.as_str(),
         product.get(),
         entry,

@@ -46,7 +46,17 @@ async fn a_product_shows_its_status_and_times_and_revalidates_by_etag(db: PgPool
     let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["created_at", "id", "name", "price", "quantity", "status", "updated_at"]
+        [
+            "created_at",
+            "id",
+            "low_stock_threshold",
+            "name",
+            "price",
+            "quantity",
+            "status",
+            "updated_at",
+            "version"
+        ]
     );
     assert_eq!(
         (
