@@ -1,7 +1,8 @@
 -- POST /api/orders/process without an Idempotency-Key: the statement of
--- src/store/orders.rs (sell every line or none, with the order's audit row),
--- for a 2-line order of one unit each. $1 is 'mgr_' || :m, $6 the audit
--- record the service sends as JSON, $7 and $8 (key, claim token) are null.
+-- src/store/orders.rs (sell every line or none, with the order's audit row
+-- written by audit_append), for a 2-line order of one unit each. $1 is
+-- 'mgr_' || :m, $6 the audit record the service sends as JSON (with the
+-- write's attempt, a uuid of its own), $7 and $8 (key, claim token) are null.
 \set m random(1, :managers)
 \set a random(1, :products - 2)
 \set b random(:a + 1, :products - 1)
@@ -17,13 +18,9 @@ with req as (
      order by id
        for update
 ), claim as materialized (
-    select true as held
-      from idempotency_key
-     where manager_id = 'mgr_' || :m and key = null::text and claim_token = null::uuid and status is null
-       for update
+    select idempotency_claim_held('mgr_' || :m, null::text, null::uuid) as held
 ), sellable as materialized (
-    select count(*) = cardinality(array[1, 1]::int[])
-           and (null::text is null or exists (select 1 from claim)) as ok
+    select count(*) = cardinality(array[1, 1]::int[]) and (select held from claim) as ok
       from req join locked l using (id)
      where not l.discontinued and l.quantity >= req.qty
 ), sold as (
@@ -44,23 +41,19 @@ with req as (
        set status = 200, order_id = o.id, completed_at = now()
       from placed o
      where k.manager_id = 'mgr_' || :m and k.key = null::text and k.claim_token = null::uuid
-), audited as (
-    insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
-                           error_code, duration_ms, client_addr, product_ids, order_id)
-    select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-           a.error_code,
-           a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
-           a.client_addr,
-           (select array_agg(id order by id) from sold), o.id
-      from jsonb_populate_record(null::audit_log, jsonb_build_object(
+), audited as materialized (
+    select audit_append(jsonb_build_object(
                'occurred_at', now(), 'request_id', 'pgb-' || gen_random_uuid(), 'manager_id', 'mgr_' || :m,
                'method', 'POST', 'path', '/api/orders/process', 'query', null, 'status', 200,
                'error_code', null, 'duration_ms', 0.2, 'client_addr', '127.0.0.1:40000',
-               'product_ids', '[]'::jsonb, 'order_id', null)) a, placed o
+               'product_ids', '[]'::jsonb, 'order_id', null, 'attempt', gen_random_uuid()),
+           (select array_agg(id order by id) from sold), o.id, false) as done
+      from placed o
 )
 select r.line_no, r.qty, l.quantity, l.discontinued, o.id, o.total_amount,
-       null::text is not null and not exists (select 1 from claim) as claim_lost
+       not (select held from claim) as claim_lost
   from req r
   left join locked l using (id)
   left join placed o on true
+  left join audited on true
  order by r.line_no;

@@ -1,7 +1,10 @@
 -- POST /api/orders/process with an Idempotency-Key of its own: the claim
--- statement of src/store/idempotency.rs, then the order statement of
--- src/store/orders.rs with the key and claim token ($7, $8). The key is
--- 'pgb-' || :k, its token md5(:k)::uuid, the stored request a canonical body.
+-- statement of src/store/idempotency.rs (insert the claim or do nothing, then
+-- read the key back), then the order statement of src/store/orders.rs with
+-- the key and claim token ($7, $8), its audit row written by audit_append.
+-- The key is 'pgb-' || :k, the stored request a canonical body; the write's
+-- attempt, which is the claim token and the audit record's attempt, is
+-- md5(:k)::uuid, and its request id 'pgb-' || :k.
 \set m random(1, :managers)
 \set a random(1, :products - 2)
 \set b random(:a + 1, :products - 1)
@@ -10,23 +13,24 @@
 \set c random(1, 1000000)
 \set k random(1, 9000000000000000000)
 with claimed as (
-    insert into idempotency_key (manager_id, key, request, claim_token)
+    insert into idempotency_key (manager_id, key, request, claim_token, claimed_at, claim_request_id)
     values ('mgr_' || :m, 'pgb-' || :k,
             '{"customer":{"email":"c' || :c || '@example.com","id":"cust_' || :c || '"},"manager_id":"mgr_' || :m
               || '","products":[{"product_id":"prod_' || :pa || '","quantity":1},{"product_id":"prod_' || :pb
               || '","quantity":1}]}',
-            md5(:k::text)::uuid)
-    on conflict (manager_id, key) do update
-       set claimed_at = now(), claim_token = excluded.claim_token
-     where idempotency_key.status is null
-       and idempotency_key.request = excluded.request
-       and idempotency_key.claimed_at < now() - make_interval(secs => 90)
+            md5(:k::text)::uuid, now(), 'pgb-' || :k)
+    on conflict (manager_id, key) do nothing
  returning 1
 )
 select exists (select 1 from claimed) as owned,
-       k.request is not null as same_request,
+       k.request = '{"customer":{"email":"c' || :c || '@example.com","id":"cust_' || :c || '"},"manager_id":"mgr_' || :m
+                   || '","products":[{"product_id":"prod_' || :pa || '","quantity":1},{"product_id":"prod_' || :pb
+                   || '","quantity":1}]}' as same_request,
        k.status,
        k.response,
+       k.claim_token,
+       k.claimed_at,
+       k.claim_request_id,
        o.id,
        o.total_amount
   from (values (1)) as one (x)
@@ -41,13 +45,9 @@ with req as (
      order by id
        for update
 ), claim as materialized (
-    select true as held
-      from idempotency_key
-     where manager_id = 'mgr_' || :m and key = 'pgb-' || :k and claim_token = md5(:k::text)::uuid and status is null
-       for update
+    select idempotency_claim_held('mgr_' || :m, 'pgb-' || :k, md5(:k::text)::uuid) as held
 ), sellable as materialized (
-    select count(*) = cardinality(array[1, 1]::int[])
-           and (('pgb-' || :k) is null or exists (select 1 from claim)) as ok
+    select count(*) = cardinality(array[1, 1]::int[]) and (select held from claim) as ok
       from req join locked l using (id)
      where not l.discontinued and l.quantity >= req.qty
 ), sold as (
@@ -68,23 +68,19 @@ with req as (
        set status = 200, order_id = o.id, completed_at = now()
       from placed o
      where k.manager_id = 'mgr_' || :m and k.key = 'pgb-' || :k and k.claim_token = md5(:k::text)::uuid
-), audited as (
-    insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
-                           error_code, duration_ms, client_addr, product_ids, order_id)
-    select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-           a.error_code,
-           a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
-           a.client_addr,
-           (select array_agg(id order by id) from sold), o.id
-      from jsonb_populate_record(null::audit_log, jsonb_build_object(
-               'occurred_at', now(), 'request_id', 'pgb-' || gen_random_uuid(), 'manager_id', 'mgr_' || :m,
+), audited as materialized (
+    select audit_append(jsonb_build_object(
+               'occurred_at', now(), 'request_id', 'pgb-' || :k, 'manager_id', 'mgr_' || :m,
                'method', 'POST', 'path', '/api/orders/process', 'query', null, 'status', 200,
                'error_code', null, 'duration_ms', 0.2, 'client_addr', '127.0.0.1:40000',
-               'product_ids', '[]'::jsonb, 'order_id', null)) a, placed o
+               'product_ids', '[]'::jsonb, 'order_id', null, 'attempt', md5(:k::text)::uuid),
+           (select array_agg(id order by id) from sold), o.id, false) as done
+      from placed o
 )
 select r.line_no, r.qty, l.quantity, l.discontinued, o.id, o.total_amount,
-       ('pgb-' || :k) is not null and not exists (select 1 from claim) as claim_lost
+       not (select held from claim) as claim_lost
   from req r
   left join locked l using (id)
   left join placed o on true
+  left join audited on true
  order by r.line_no;

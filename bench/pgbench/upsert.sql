@@ -1,6 +1,7 @@
 -- POST /api/inventory/products with 5 products updated by name: the
 -- transaction of src/store/products.rs (lock the matching rows, then one
--- statement updates, inserts and writes the audit row). The plan the service
+-- statement updates, inserts and writes the audit row through audit_append,
+-- with the write's attempt, a uuid of its own). The plan the service
 -- computes between the two statements is known here: every item updates
 -- product f..f+4 of manager m.
 \set m random(1, :managers)
@@ -36,21 +37,16 @@ with input as materialized (
 ), inserted as (
     insert into product (manager_id, id, name, name_key, price, quantity)
     select 'mgr_' || :m, id, name, name_key, price, quantity from input where is_new order by name_key
-), audited as (
-    insert into audit_log (manager_id, occurred_at, request_id, method, path, query, status,
-                           error_code, duration_ms, client_addr, product_ids, order_id)
-    select a.manager_id, a.occurred_at, a.request_id, a.method, a.path, a.query, a.status,
-           a.error_code,
-           a.duration_ms + 1000 * extract(epoch from clock_timestamp() - transaction_timestamp())::float8,
-           a.client_addr,
-           (select array_agg(id order by ord) from input), null
-      from jsonb_populate_record(null::audit_log, jsonb_build_object(
+), audited as materialized (
+    select audit_append(jsonb_build_object(
                'occurred_at', now(), 'request_id', 'pgb-' || gen_random_uuid(), 'manager_id', 'mgr_' || :m,
                'method', 'POST', 'path', '/api/inventory/products', 'query', null, 'status', 201,
                'error_code', null, 'duration_ms', 0.2, 'client_addr', '127.0.0.1:40000',
-               'product_ids', '[]'::jsonb, 'order_id', null)) a
+               'product_ids', '[]'::jsonb, 'order_id', null, 'attempt', gen_random_uuid()),
+           (select array_agg(id order by ord) from input), null, false) as done
 )
 select id, name, price, quantity
   from input
+  left join audited on true
  order by ord;
 commit;
