@@ -66,10 +66,14 @@ impl Application {
             None => None,
         };
         let maintenance = tokio::spawn(maintain(state.db.clone(), state.settings.event_retention_days));
-        let delivery = tokio::spawn(crate::delivery::run(
-            state.db.clone(),
-            crate::delivery::DeliverySettings::from(&state.settings),
-        ));
+        let delivery = if state.settings.webhook_delivery {
+            tokio::spawn(crate::delivery::run(
+                state.db.clone(),
+                crate::delivery::DeliverySettings::from(&state.settings),
+            ))
+        } else {
+            tokio::spawn(async {})
+        };
         let limits = Limits {
             header_timeout: Duration::from_secs(state.settings.header_timeout_secs),
             idle_timeout: Duration::from_secs(state.settings.idle_timeout_secs),

@@ -251,6 +251,10 @@ pub struct Settings {
           default_value = "5,300,1800,7200,18000,36000,36000",
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     pub webhook_retry_schedule_secs: Vec<u64>,
+    /// Whether this instance runs the webhook delivery worker (`false`: it
+    /// serves the API and leaves delivering to other instances).
+    #[arg(long, env = "WEBHOOK_DELIVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_delivery: bool,
 }
 
 impl Default for Settings {
@@ -283,6 +287,7 @@ impl Default for Settings {
             webhook_allowed_networks: Vec::new(),
             webhook_timeout_secs: 15,
             webhook_retry_schedule_secs: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
+            webhook_delivery: true,
         }
     }
 }
