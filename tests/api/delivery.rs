@@ -391,3 +391,85 @@ async fn delivery_claim_is_fenced_and_ordered_per_product(db: PgPool) {
     let next = delivery::claim(&store, 10, 30).await.unwrap();
     assert_eq!(next.iter().map(|c| c.event_id).collect::<Vec<_>>(), [2]);
 }
+
+/// `target/probe-venv/bin/python` with PyPI `standardwebhooks` (installed by
+/// `pip install standardwebhooks` into that virtualenv), if there is one.
+fn probe_python() -> Option<std::path::PathBuf> {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/probe-venv/bin/python");
+    let has_library = std::process::Command::new(&python)
+        .args(["-c", "import standardwebhooks"])
+        .status()
+        .is_ok_and(|s| s.success());
+    has_library.then_some(python)
+}
+
+#[sqlx::test]
+async fn delivery_verifies_with_the_standard_webhooks_library_during_a_rotation(db: PgPool) {
+    let Some(python) = probe_python() else {
+        eprintln!("skipped: no target/probe-venv with standardwebhooks (pip install standardwebhooks)");
+        return;
+    };
+    let hook = receiver(vec![(200, vec![])]).await;
+    let app = spawn_app_with(db, settings(&[1], true), None).await;
+    let m = "mgr_standard";
+    let first = register(&app, m, &hook.url, &["inventory.changed"]).await;
+    app.seed(m, "Tea", 2.0, 5).await;
+    hook.wait_for(1).await;
+    let rotated: Value = app
+        .post("/api/webhooks/wh_001/rotate-secret", json!({"manager_id": m}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+    app.seed(m, "Coffee", 3.0, 7).await;
+    let got = hook.wait_for(2).await;
+    assert_eq!(
+        got[1].signature.split(' ').count(),
+        2,
+        "both secrets sign during a rotation"
+    );
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let first = format!("whsec_{}", b64.encode(&first));
+    let case = |secret: &str, got: &Received, body: &str, valid: bool| {
+        json!({"secret": secret, "id": got.id, "timestamp": got.timestamp, "signature": got.signature,
+               "body": body, "valid": valid})
+    };
+    let cases = json!([
+        case(&first, &got[0], &got[0].body, true),
+        case(&first, &got[1], &got[1].body, true),
+        case(&second, &got[1], &got[1].body, true),
+        case(&second, &got[0], &got[0].body, false),
+        case(
+            &second,
+            &got[1],
+            &got[1].body.replace("Coffee", "Cofee").replace('7', "8"),
+            false
+        ),
+    ]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/probes/verify_webhooks.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cases.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 of 5 as expected"));
+    app.stop().await;
+}
