@@ -390,6 +390,20 @@ async fn delivery_claim_is_fenced_and_ordered_per_product(db: PgPool) {
     // Delivered: the product's next event is due now.
     let next = delivery::claim(&store, 10, 30).await.unwrap();
     assert_eq!(next.iter().map(|c| c.event_id).collect::<Vec<_>>(), [2]);
+
+    // Retention takes queued deliveries with their events.
+    sqlx::query("update event set occurred_at = now() - interval '31 days' where id = 3")
+        .execute(&db)
+        .await
+        .unwrap();
+    ecommerce_api::store::events::forget_older_than(&store, 30)
+        .await
+        .unwrap();
+    let queued: Vec<i64> = sqlx::query_scalar("select event_id from webhook_queue order by id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(queued, [2]);
 }
 
 /// `target/probe-venv/bin/python` with PyPI `standardwebhooks` (installed by
