@@ -114,7 +114,7 @@ async fn attempt(db: Db, settings: Arc<DeliverySettings>, claim: Claim) {
         Ok(false) => tracing::warn!(
             webhook_id = claim.webhook_id,
             event_id = claim.event_id,
-            "a webhook delivery's lease ran out before its attempt completed; another claim has it"
+            "a webhook delivery's claim no longer held when its attempt ended (its lease ran out, or the endpoint was deleted): nothing recorded"
         ),
         Err(err) => tracing::warn!(error = %err, "could not record a webhook delivery attempt"),
     }

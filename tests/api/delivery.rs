@@ -487,3 +487,29 @@ async fn delivery_verifies_with_the_standard_webhooks_library_during_a_rotation(
     assert!(String::from_utf8_lossy(&out.stdout).contains("5 of 5 as expected"));
     app.stop().await;
 }
+
+#[sqlx::test]
+async fn delivery_is_shared_by_instances_each_event_sent_once(db: PgPool) {
+    let hook = receiver(vec![(200, vec![])]).await;
+    let one = spawn_app_with(db.clone(), settings(&[1], true), None).await;
+    let two = spawn_app_with(db, settings(&[1], true), None).await;
+    let m = "mgr_shared";
+    register(&one, m, &hook.url, &[]).await;
+    let items: Vec<Value> = (0..20)
+        .map(|i| json!({"name": format!("P{i}"), "price": 1.0, "quantity": i + 1}))
+        .collect();
+    let created = two
+        .post("/api/inventory/products", json!({"manager_id": m, "products": items}))
+        .await;
+    assert_eq!(created.status(), 201);
+    // product.created and inventory.changed per product.
+    let got = hook.wait_for(40).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ids: Vec<String> = hook.got().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 40, "{:?}", got.len());
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "each event sent once");
+    one.stop().await;
+    two.stop().await;
+}
