@@ -26,6 +26,8 @@ pub struct Application {
     limits: Limits,
     audit_writer: AuditWriter,
     maintenance: JoinHandle<()>,
+    /// The webhook delivery worker.
+    delivery: JoinHandle<()>,
     /// The admin listener (`ADMIN_PORT`) and its routes, if configured.
     admin: Option<(TcpListener, Router)>,
 }
@@ -64,6 +66,14 @@ impl Application {
             None => None,
         };
         let maintenance = tokio::spawn(maintain(state.db.clone(), state.settings.event_retention_days));
+        let delivery = if state.settings.webhook_delivery {
+            tokio::spawn(crate::delivery::run(
+                state.db.clone(),
+                crate::delivery::DeliverySettings::from(&state.settings),
+            ))
+        } else {
+            tokio::spawn(async {})
+        };
         let limits = Limits {
             header_timeout: Duration::from_secs(state.settings.header_timeout_secs),
             idle_timeout: Duration::from_secs(state.settings.idle_timeout_secs),
@@ -75,6 +85,7 @@ impl Application {
             router: router(state),
             audit_writer,
             maintenance,
+            delivery,
             admin,
         })
     }
@@ -104,6 +115,7 @@ impl Application {
             let _ = admin.await;
         }
         self.maintenance.abort();
+        self.delivery.abort();
         self.audit_writer.finish().await;
         served.context("server error")
     }

@@ -239,6 +239,22 @@ pub struct Settings {
     #[arg(long, env = "WEBHOOK_ALLOWED_NETWORKS", value_delimiter = ',',
           value_parser = crate::domain::address::Network::parse)]
     pub webhook_allowed_networks: Vec<crate::domain::address::Network>,
+    /// Seconds one webhook delivery attempt may take (resolving, connecting,
+    /// sending and the answer) before it fails as timed out.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_secs: u64,
+    /// Seconds between a failed webhook delivery attempt and the next
+    /// (comma-separated, one per retry, each ±20% jitter); after the last
+    /// retry the delivery is given up.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE_SECS", value_delimiter = ',',
+          default_value = "5,300,1800,7200,18000,36000,36000",
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub webhook_retry_schedule_secs: Vec<u64>,
+    /// Whether this instance runs the webhook delivery worker (`false`: it
+    /// serves the API and leaves delivering to other instances).
+    #[arg(long, env = "WEBHOOK_DELIVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_delivery: bool,
 }
 
 impl Default for Settings {
@@ -269,6 +285,9 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             event_retention_days: 30,
             webhook_allowed_networks: Vec::new(),
+            webhook_timeout_secs: 15,
+            webhook_retry_schedule_secs: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
+            webhook_delivery: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`audit`]: the audit trail: its record, SQL, queue and spill.
 //! - [`http`]: routes, middleware, OpenAPI.
 //! - [`rate_limit`], [`cache`]: the per-request services.
+//! - [`delivery`]: the webhook delivery worker.
 //! - [`auth`]: optional identity, bearer JWTs (`AUTH_MODE=jwt`).
 //! - [`shared`]: the Redis instances share, and its health.
 //! - [`app`], [`server`], [`config`], [`db`], [`telemetry`]: wiring.
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod http;

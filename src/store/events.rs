@@ -199,6 +199,12 @@ pub async fn forget_older_than(db: &Db, days: u32) -> Result<u64, sqlx::Error> {
                    select manager_id, id from event
                     where occurred_at < now() - make_interval(days => $1)
                     limit $2
+               ), unqueued as (
+                   -- Deliveries still queued for these events go with them
+                   -- (they could never be sent, and would hold back later
+                   -- events of their product).
+                   delete from webhook_queue q using doomed d
+                    where q.manager_id = d.manager_id and q.event_id = d.id
                )
                delete from event e using doomed d where e.manager_id = d.manager_id and e.id = d.id"#,
             days,

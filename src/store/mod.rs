@@ -7,6 +7,7 @@
 //! beside its own definition (`impl From<...> for AppError`).
 
 pub mod adjustments;
+pub mod delivery;
 pub mod events;
 pub mod idempotency;
 pub mod order_history;

@@ -7,6 +7,7 @@ mod beyond;
 mod cache;
 mod cli;
 mod concurrency;
+mod delivery;
 mod docs;
 mod envelope;
 mod events;

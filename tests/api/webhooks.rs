@@ -22,7 +22,12 @@ fn secret_bytes(secret: &Value) -> Vec<u8> {
 
 #[sqlx::test]
 async fn an_endpoint_is_registered_read_rotated_replayed_and_deleted(db: PgPool) {
-    let app = spawn_app(db).await;
+    // No delivery worker: the test watches the cursor that it moves.
+    let settings = Settings {
+        webhook_delivery: false,
+        ..helpers::settings()
+    };
+    let app = spawn_app_with(db, settings, None).await;
     let m = "mgr_hooks";
     app.seed(m, "Tea", 2.0, 5).await;
 
