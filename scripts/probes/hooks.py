@@ -175,11 +175,34 @@ def _adapt_idempotency_key(case: Any) -> None:
 # schemathesis has put values from earlier responses (stateful links, captured
 # ids) into the case; schemathesis then validates the edited case again
 # before it decides what the response must be.
+def _known_cursor(case: Any) -> None:
+    """Rule: `after` must be an event of the manager's own feed (400
+    otherwise, a documented rule JSON Schema cannot state); generated ids
+    name no such event, so a well-formed `after` of a schema-valid request
+    is dropped (the feed from its start). A malformed one is left as
+    generated, so the service's check of it is still tested."""
+    if case.path == "/api/events" and _positive(case, ParameterLocation.QUERY) and isinstance(case.query, dict):
+        case.query.pop("after", None)
+    if case.path.endswith("/replay") and _positive(case, ParameterLocation.BODY) and isinstance(case.body, dict):
+        case.body.pop("after", None)
+
+
+def _reachable_url(case: Any) -> None:
+    """Rule: a webhook URL must be an absolute http(s) URL whose host is not
+    an internal address (documented; JSON Schema's `uri` format cannot say
+    which hosts). A schema-valid body gets a public example URL."""
+    if case.path == "/api/webhooks" and _positive(case, ParameterLocation.BODY) and isinstance(case.body, dict):
+        if "url" in case.body:
+            case.body["url"] = "https://hooks.example.com/inventory"
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     _pin_manager(case)
+    _known_cursor(case)
     if case.method.upper() != "POST":
         return
+    _reachable_url(case)
     if _positive(case, ParameterLocation.BODY) and isinstance(case.body, dict):
         if case.path == "/api/inventory/products":
             _adapt_products(case.body)

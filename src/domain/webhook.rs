@@ -67,9 +67,10 @@ impl NewWebhook {
         let (mut bad, manager) = super::begin(body)?;
         let url = bad.check("url", parse_url(&body["url"], allowed));
         let mut event_types = Vec::new();
-        match &body["event_types"] {
-            Value::Null => {}
-            Value::Array(items) => {
+        // Absent: every type. Present, it must be an array (null is not one).
+        match body.get("event_types") {
+            None => {}
+            Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     let parsed = text(item).and_then(str::parse::<EventType>);
                     if let Some(t) = bad.check(format!("event_types[{i}]"), parsed)
@@ -121,9 +122,14 @@ impl ReplayWebhook {
     /// Parses the body, reporting every invalid field.
     pub fn parse(body: &Value) -> Result<Self, Problems> {
         let (mut bad, manager) = super::begin(body)?;
-        let after = match &body["after"] {
-            Value::Null => Some(None),
-            value => bad.check("after", text(value).and_then(super::event::parse_after).map(Some)),
+        // Absent: from the oldest kept event. Present, it must be an event id.
+        let after = match body.get("after") {
+            None => Some(None),
+            Some(Value::Null) => bad.check(
+                "after",
+                Err("must be an event id such as evt_001, or absent".to_owned()),
+            ),
+            Some(value) => bad.check("after", text(value).and_then(super::event::parse_after).map(Some)),
         };
         bad.into_result(|| {
             Some(Self {
