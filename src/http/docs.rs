@@ -93,38 +93,36 @@ pub enum Kind {
     Health,
 }
 
+/// The codes any `/api/` route may answer.
+const API_CODES: &[Code] = &[
+    Code::InvalidRequest,
+    Code::UriTooLong,
+    Code::HeadersTooLarge,
+    Code::Unauthenticated,
+    Code::Forbidden,
+    Code::RateLimitExceeded,
+    Code::ServiceUnavailable,
+    Code::Timeout,
+    Code::InternalError,
+];
+
+/// The codes a write may answer besides those of every `/api/` route.
+const WRITE_CODES: &[Code] = &[
+    Code::UnsupportedMediaType,
+    Code::PayloadTooLarge,
+    Code::RequestTimeout,
+    Code::OutcomeUnknown,
+];
+
 impl Kind {
     /// The codes any route of this kind may answer.
-    pub fn codes(self) -> &'static [Code] {
-        match self {
-            Self::Read => &[
-                Code::InvalidRequest,
-                Code::UriTooLong,
-                Code::HeadersTooLarge,
-                Code::Unauthenticated,
-                Code::Forbidden,
-                Code::RateLimitExceeded,
-                Code::ServiceUnavailable,
-                Code::Timeout,
-                Code::InternalError,
-            ],
-            Self::Write => &[
-                Code::InvalidRequest,
-                Code::UriTooLong,
-                Code::HeadersTooLarge,
-                Code::Unauthenticated,
-                Code::Forbidden,
-                Code::RateLimitExceeded,
-                Code::ServiceUnavailable,
-                Code::Timeout,
-                Code::InternalError,
-                Code::UnsupportedMediaType,
-                Code::PayloadTooLarge,
-                Code::RequestTimeout,
-                Code::OutcomeUnknown,
-            ],
-            Self::Health => &[],
-        }
+    pub fn codes(self) -> impl Iterator<Item = &'static Code> {
+        let (common, own): (&[Code], &[Code]) = match self {
+            Self::Read => (API_CODES, &[]),
+            Self::Write => (API_CODES, WRITE_CODES),
+            Self::Health => (&[], &[]),
+        };
+        common.iter().chain(own)
     }
 }
 
@@ -133,7 +131,7 @@ impl Kind {
 /// answered, with a named example per code, all derived from the code
 /// catalogue ([`Code`]). 429s and 503s document `Retry-After`.
 pub fn error_responses(kind: Kind, own: &[Code]) -> BTreeMap<String, RefOr<Response>> {
-    let mut codes: Vec<Code> = own.iter().chain(kind.codes()).copied().collect();
+    let mut codes: Vec<Code> = own.iter().copied().chain(kind.codes().copied()).collect();
     codes.sort();
     codes.dedup();
     let mut by_status: BTreeMap<u16, Vec<Code>> = BTreeMap::new();
