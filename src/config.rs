@@ -2,7 +2,7 @@
 //! and an environment variable of the same name in capitals; a bad value
 //! stops start-up with a message naming it.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::TypedValueParser};
 
@@ -255,6 +255,30 @@ pub struct Settings {
     /// serves the API and leaves delivering to other instances).
     #[arg(long, env = "WEBHOOK_DELIVERY", default_value_t = true, action = clap::ArgAction::Set)]
     pub webhook_delivery: bool,
+    /// How long every delivery attempt to an endpoint may fail, with no
+    /// success between, before the endpoint is disabled (hours, decimals
+    /// allowed).
+    #[arg(long = "webhook-disable-after-hours", env = "WEBHOOK_DISABLE_AFTER_HOURS",
+          default_value = "120", value_parser = parse_hours)]
+    pub webhook_disable_after: Duration,
+    /// Seconds a claimed webhook delivery is held before another instance
+    /// may take it (renewed every third of it while the attempt runs).
+    #[arg(long, env = "WEBHOOK_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(3..=3600))]
+    pub webhook_lease_secs: u32,
+}
+
+/// Hours, decimals allowed, more than 0 and at most ten years, as a
+/// duration (clap has no range check for decimals).
+fn parse_hours(text: &str) -> Result<Duration, String> {
+    let hours: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number of hours: {text}"))?;
+    if !(hours > 0.0 && hours <= 87_600.0) {
+        return Err(format!("hours must be more than 0 and at most 87600: {text}"));
+    }
+    Ok(Duration::from_secs_f64(hours * 3600.0))
 }
 
 impl Default for Settings {
@@ -288,6 +312,8 @@ impl Default for Settings {
             webhook_timeout_secs: 15,
             webhook_retry_schedule_secs: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
             webhook_delivery: true,
+            webhook_disable_after: Duration::from_secs(120 * 3600),
+            webhook_lease_secs: 30,
         }
     }
 }
@@ -440,6 +466,15 @@ mod tests {
     }
 
     #[test]
+    fn webhook_disable_after_takes_decimal_hours() {
+        assert_eq!(parse_hours("0.5"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_hours("120"), Ok(Duration::from_secs(432_000)));
+        for bad in ["-1", "0", "NaN", "inf", "87601", ""] {
+            assert!(parse_hours(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         for (args, name) in [
             (&["serve", "--port", "http"][..], "--port"),
@@ -449,6 +484,15 @@ mod tests {
                 "--rate-limit-window-secs",
             ),
             (&["--log-format", "xml", "serve"][..], "--log-format"),
+            (
+                &["serve", "--webhook-disable-after-hours", "0"][..],
+                "--webhook-disable-after-hours",
+            ),
+            (
+                &["serve", "--webhook-disable-after-hours", "soon"][..],
+                "--webhook-disable-after-hours",
+            ),
+            (&["serve", "--webhook-lease-secs", "1"][..], "--webhook-lease-secs"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

@@ -27,9 +27,6 @@ use crate::{
     store::delivery::{self, Attempt, Claim, Next},
 };
 
-/// Seconds a claim holds before another instance may take the delivery;
-/// renewed while the attempt runs.
-pub const LEASE_SECS: i32 = 30;
 /// Most attempts one instance runs at once.
 pub const MAX_IN_FLIGHT: usize = 32;
 /// How often the worker looks for new events and due deliveries.
@@ -44,6 +41,11 @@ pub struct DeliverySettings {
     pub schedule: Vec<u64>,
     /// Internal ranges allowed anyway.
     pub allowed: Vec<Network>,
+    /// Seconds a claim holds before another instance may take the delivery;
+    /// renewed every third of it while the attempt runs.
+    pub lease_secs: i32,
+    /// How long an endpoint's attempts may all fail before it is disabled.
+    pub disable_after: Duration,
 }
 
 impl From<&Settings> for DeliverySettings {
@@ -52,6 +54,8 @@ impl From<&Settings> for DeliverySettings {
             timeout: Duration::from_secs(settings.webhook_timeout_secs),
             schedule: settings.webhook_retry_schedule_secs.clone(),
             allowed: settings.webhook_allowed_networks.clone(),
+            lease_secs: i32::try_from(settings.webhook_lease_secs).unwrap_or(i32::MAX),
+            disable_after: settings.webhook_disable_after,
         }
     }
 }
@@ -73,7 +77,7 @@ pub async fn run(db: Db, settings: DeliverySettings) {
         if room == 0 {
             continue;
         }
-        match delivery::claim(&db, room as i64, LEASE_SECS).await {
+        match delivery::claim(&db, room as i64, settings.lease_secs).await {
             Ok(claims) => {
                 for claim in claims {
                     in_flight.spawn(attempt(db.clone(), settings.clone(), claim));
@@ -88,11 +92,12 @@ pub async fn run(db: Db, settings: DeliverySettings) {
 async fn attempt(db: Db, settings: Arc<DeliverySettings>, claim: Claim) {
     let started = Instant::now();
     let renewing = async {
-        let mut every = tokio::time::interval(Duration::from_secs((LEASE_SECS / 3) as u64));
+        let lease = settings.lease_secs;
+        let mut every = tokio::time::interval(Duration::from_secs_f64(f64::from(lease) / 3.0));
         every.tick().await;
         loop {
             every.tick().await;
-            if let Err(err) = delivery::renew(&db, &claim, LEASE_SECS).await {
+            if let Err(err) = delivery::renew(&db, &claim, lease).await {
                 tracing::warn!(error = %err, "could not renew a webhook delivery's lease");
             }
         }
@@ -109,7 +114,7 @@ async fn attempt(db: Db, settings: Arc<DeliverySettings>, claim: Claim) {
         duration_ms,
         next,
     };
-    match delivery::complete(&db, &claim, &record).await {
+    match delivery::complete(&db, &claim, &record, settings.disable_after).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             webhook_id = claim.webhook_id,

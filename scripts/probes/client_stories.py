@@ -11,14 +11,21 @@ the exact JSON body. All checks run; the last line is
 Each run works as a manager of its own (a fresh `manager_id`), so it can run
 against a service that already holds data, and it makes about 25 requests for
 that manager, well under the default limit of 100 per hour.
+
+With PROBE_WEBHOOK_STORY=1 (the service must then allow loopback with
+WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8) a fifth story registers a webhook
+endpoint at a receiver on loopback, makes an order, and checks the signed
+delivery (with the Standard Webhooks library) and the deliveries log.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -44,6 +51,9 @@ from probe_client.models import (
     ProductInput,
     ProductsResponse,
 )
+
+# The webhook story needs a service that may deliver to loopback.
+WEBHOOK_STORY = os.environ.get("PROBE_WEBHOOK_STORY") == "1"
 
 # Extra arguments of the client's httpx.Client: scripts/probes/auth_probe.py,
 # which imports this module, adds a hook that gives each request a bearer
@@ -390,8 +400,125 @@ def main() -> int:
         ),
     )
 
+    if WEBHOOK_STORY:
+        webhook_story(client, run, manager)
+
     print(f"client: {run.checks} checks, {run.failures} failures")
     return 1 if run.failures else 0
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """A webhook receiver on loopback: answers 204 and keeps each request's
+    headers and body."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, str], str]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
+                receiver.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/inventory"
+
+
+def webhook_story(client: Any, run: Run, manager: str) -> None:
+    """Story 5: register an endpoint, make an order, see the delivery."""
+    from probe_client.api.webhooks import delete_webhook, list_deliveries, register_webhook
+    from probe_client.models import (
+        DeliveriesResponse,
+        RegisterWebhookRequest,
+        RegisterWebhookRequestEventTypesItem,
+        Webhook as WebhookModel,
+    )
+    from standardwebhooks.webhooks import Webhook
+
+    receiver = Receiver()
+    hook: dict[str, Any] = {}
+    try:
+
+        def register() -> None:
+            request = RegisterWebhookRequest(
+                manager_id=manager,
+                url=receiver.url,
+                event_types=[RegisterWebhookRequestEventTypesItem.ORDER_PROCESSED],
+            )
+            body = expect_response(register_webhook.sync_detailed(client=client, body=request), 201, WebhookModel)
+            expect(body["status"] == "enabled" and body["url"] == receiver.url, f"endpoint {body}")
+            expect(str(body.get("secret", "")).startswith("whsec_"), f"secret {body.get('secret')}")
+            hook.update(body)
+
+        def order_delivered() -> None:
+            added = expect_response(
+                add_products.sync_detailed(
+                    client=client,
+                    body=AddProductsRequest(
+                        manager_id=manager, products=[ProductInput(name="Webhook Kettle", price=30.0, quantity=3)]
+                    ),
+                ),
+                201,
+                ProductsResponse,
+            )
+            kettle = added["products"][0]["id"]
+            request = ProcessOrderRequest(
+                manager_id=manager,
+                customer=Customer(id="cust_789", email="hooks@example.com"),
+                products=[OrderLineInput(product_id=kettle, quantity=2)],
+            )
+            order = expect_response(process_order.sync_detailed(client=client, body=request), 200, ProcessOrderResponse)
+            deadline = time.monotonic() + 20
+            while not receiver.got and time.monotonic() < deadline:
+                time.sleep(0.1)
+            expect(len(receiver.got) >= 1, "no delivery within 20 s")
+            headers, body = receiver.got[0]
+            # The reference library checks the signature, the id and the time.
+            payload = Webhook(hook["secret"]).verify(body, headers)
+            expect(payload["type"] == "order.processed", f"delivery {payload}")
+            expect(payload["data"]["order_id"] == order["order_id"], f"delivery {payload} for order {order}")
+            expect(
+                [(p["product_id"], p["quantity"]) for p in payload["data"]["products"]] == [(kettle, 2)],
+                f"delivery lines {payload['data']}",
+            )
+            hook["event_id"] = headers["webhook-id"]
+
+        def logged() -> None:
+            deadline = time.monotonic() + 10
+            while True:
+                page = expect_response(
+                    list_deliveries.sync_detailed(hook["id"], client=client, manager_id=manager),
+                    200,
+                    DeliveriesResponse,
+                )
+                rows = [r for r in page["deliveries"] if r["event_id"] == hook["event_id"]]
+                if rows or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            expect(
+                [(r["attempt"], r["status_code"]) for r in rows] == [(1, 204)],
+                f"deliveries log {page}",
+            )
+
+        def deleted() -> None:
+            response = delete_webhook.sync_detailed(hook["id"], client=client, manager_id=manager)
+            expect(response.status_code == 204, f"delete answered {response.status_code}")
+
+        run.check("register a webhook endpoint: 201 with its secret", register)
+        run.check("an order is delivered, signed, to the endpoint", order_delivered)
+        run.check("the deliveries log shows it delivered at the first attempt", logged)
+        run.check("delete the endpoint: 204", deleted)
+    finally:
+        receiver.shutdown()
 
 
 if __name__ == "__main__":

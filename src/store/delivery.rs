@@ -184,8 +184,15 @@ pub struct Attempt {
 
 /// Records the attempt of `claim` and applies its outcome, only if the
 /// claim still holds: its token is the delivery's and its lease has not
-/// run out. A stale claim changes nothing and gets `false`.
-pub async fn complete(db: &Db, claim: &Claim, attempt: &Attempt) -> Result<bool, sqlx::Error> {
+/// run out. A stale claim changes nothing and gets `false`. A success
+/// clears the endpoint's failing streak; a failure starts it, and disables
+/// the endpoint once it has lasted `disable_after`.
+pub async fn complete(
+    db: &Db,
+    claim: &Claim,
+    attempt: &Attempt,
+    disable_after: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
     let retry_at = match attempt.next {
         Next::Retry(at) => Some(at),
@@ -228,8 +235,37 @@ pub async fn complete(db: &Db, claim: &Claim, attempt: &Attempt) -> Result<bool,
     )
     .execute(&mut tx)
     .await?;
-    if let Next::Disable(reason) = &attempt.next {
-        disable(&mut tx, &claim.manager, claim.webhook_id, reason).await?;
+    match &attempt.next {
+        Next::Disable(reason) => disable(&mut tx, &claim.manager, claim.webhook_id, reason).await?,
+        Next::Delivered => {
+            sqlx::query!(
+                "update webhook set failing_since = null
+                  where manager_id = $1 and id = $2 and failing_since is not null",
+                claim.manager,
+                claim.webhook_id,
+            )
+            .execute(&mut tx)
+            .await?;
+        }
+        Next::Retry(_) | Next::GiveUp => {
+            let overdue = sqlx::query_scalar!(
+                r#"update webhook set failing_since = coalesce(failing_since, now())
+                    where manager_id = $1 and id = $2
+                returning disabled_at is null
+                          and failing_since <= now() - make_interval(secs => $3) as "overdue!""#,
+                claim.manager,
+                claim.webhook_id,
+                disable_after.as_secs_f64(),
+            )
+            .fetch_optional(&mut tx)
+            .await?;
+            if overdue == Some(true) {
+                let hours = disable_after.as_secs_f64() / 3600.0;
+                let unit = if hours == 1.0 { "hour" } else { "hours" };
+                let reason = format!("every delivery failed for {hours} {unit}");
+                disable(&mut tx, &claim.manager, claim.webhook_id, &reason).await?;
+            }
+        }
     }
     tx.commit().await?;
     Ok(true)

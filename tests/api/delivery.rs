@@ -1,8 +1,10 @@
 //! Webhook delivery against real receivers on loopback: signatures checked
 //! here, retries after a 500 with the same `webhook-id`, `Retry-After`
 //! honoured, a 410 disabling the endpoint, redirects not followed, a name
-//! resolving to loopback refused, one product's events in feed order; and,
-//! at the store, a stale claim completing nothing.
+//! resolving to loopback refused, one product's events in feed order, a
+//! timed-out attempt retried, an endpoint failing too long disabled, an
+//! instance SIGKILLed mid-attempt replaced by another; and, at the store, a
+//! stale claim completing nothing and the failing streak.
 
 use std::{
     sync::{Arc, Mutex},
@@ -48,6 +50,12 @@ struct Receiver {
 type Answer = (u16, Vec<(&'static str, String)>);
 
 async fn receiver(script: Vec<Answer>) -> Receiver {
+    slow_receiver(script, Vec::new()).await
+}
+
+/// A receiver that also waits `delays[n]` before answering its n-th request
+/// (none after the list ends).
+async fn slow_receiver(script: Vec<Answer>, delays: Vec<Duration>) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -55,6 +63,7 @@ async fn receiver(script: Vec<Answer>) -> Receiver {
     let handler = move |headers: HeaderMap, body: String| {
         let seen = seen.clone();
         let script = script.clone();
+        let delays = delays.clone();
         async move {
             let header = |name: &str| {
                 headers
@@ -74,6 +83,9 @@ async fn receiver(script: Vec<Answer>) -> Receiver {
                 });
                 seen.len()
             };
+            if let Some(delay) = delays.get(n - 1) {
+                tokio::time::sleep(*delay).await;
+            }
             let (status, headers) = script[(n - 1).min(script.len() - 1)].clone();
             let mut response: Response = StatusCode::from_u16(status).unwrap().into_response();
             for (name, value) in headers {
@@ -331,6 +343,9 @@ async fn delivery_keeps_one_products_events_in_feed_order(db: PgPool) {
     app.stop().await;
 }
 
+/// The default time an endpoint may fail before it is disabled.
+const HOURS: Duration = Duration::from_secs(120 * 3600);
+
 #[sqlx::test]
 async fn delivery_claim_is_fenced_and_ordered_per_product(db: PgPool) {
     let store: Db = db.clone().into();
@@ -373,7 +388,7 @@ async fn delivery_claim_is_fenced_and_ordered_per_product(db: PgPool) {
         next: Next::Delivered,
     };
     assert!(
-        !delivery::complete(&store, &first, &done).await.unwrap(),
+        !delivery::complete(&store, &first, &done, HOURS).await.unwrap(),
         "a stale token"
     );
     let logged: i64 = sqlx::query_scalar("select count(*) from webhook_delivery")
@@ -381,9 +396,9 @@ async fn delivery_claim_is_fenced_and_ordered_per_product(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(logged, 0, "a stale claim changes nothing");
-    assert!(delivery::complete(&store, &second[0], &done).await.unwrap());
+    assert!(delivery::complete(&store, &second[0], &done, HOURS).await.unwrap());
     assert!(
-        !delivery::complete(&store, &second[0], &done).await.unwrap(),
+        !delivery::complete(&store, &second[0], &done, HOURS).await.unwrap(),
         "only once"
     );
 
@@ -467,6 +482,25 @@ async fn delivery_verifies_with_the_standard_webhooks_library_during_a_rotation(
             &got[1].body.replace("Coffee", "Cofee").replace('7', "8"),
             false
         ),
+        // A captured delivery replayed under another id or a later time.
+        case(
+            &second,
+            &Received {
+                id: got[0].id.clone(),
+                ..got[1].clone()
+            },
+            &got[1].body,
+            false
+        ),
+        case(
+            &second,
+            &Received {
+                timestamp: (got[1].timestamp.parse::<i64>().unwrap() + 1).to_string(),
+                ..got[1].clone()
+            },
+            &got[1].body,
+            false
+        ),
     ]);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/probes/verify_webhooks.py");
     let mut child = std::process::Command::new(python)
@@ -490,7 +524,7 @@ async fn delivery_verifies_with_the_standard_webhooks_library_during_a_rotation(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("5 of 5 as expected"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("7 of 7 as expected"));
     app.stop().await;
 }
 
@@ -518,4 +552,267 @@ async fn delivery_is_shared_by_instances_each_event_sent_once(db: PgPool) {
     assert_eq!(ids.len(), 40, "each event sent once");
     one.stop().await;
     two.stop().await;
+}
+
+#[sqlx::test]
+async fn delivery_that_times_out_is_retried_with_the_same_webhook_id(db: PgPool) {
+    // The first answer comes after 4 s, past the 1 s timeout.
+    let hook = slow_receiver(vec![(200, vec![])], vec![Duration::from_secs(4)]).await;
+    let app = spawn_app_with(
+        db,
+        Settings {
+            webhook_timeout_secs: 1,
+            ..settings(&[1], true)
+        },
+        None,
+    )
+    .await;
+    let m = "mgr_slow";
+    register(&app, m, &hook.url, &["inventory.changed"]).await;
+    app.seed(m, "Tea", 2.0, 5).await;
+    let rows = log(&app, m, 2).await;
+    assert_eq!(
+        (
+            rows[1]["attempt"].clone(),
+            rows[1]["status_code"].clone(),
+            rows[1]["error"].clone()
+        ),
+        (json!(1), Value::Null, json!("timed out"))
+    );
+    let took = rows[1]["duration_ms"].as_i64().unwrap();
+    assert!(
+        (900..4000).contains(&took),
+        "the attempt ended at its timeout: {took} ms"
+    );
+    assert_eq!(
+        (rows[0]["attempt"].clone(), rows[0]["status_code"].clone()),
+        (json!(2), json!(200))
+    );
+    let got = hook.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id, got[1].id, "the retry keeps its webhook-id");
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn delivery_failing_for_too_long_disables_the_endpoint(db: PgPool) {
+    let hook = receiver(vec![(500, vec![])]).await;
+    let app = spawn_app_with(
+        db,
+        Settings {
+            webhook_disable_after: Duration::from_millis(1500),
+            ..settings(&[1; 20], true)
+        },
+        None,
+    )
+    .await;
+    let m = "mgr_failing";
+    register(&app, m, &hook.url, &["inventory.changed"]).await;
+    app.seed(m, "Tea", 2.0, 5).await;
+    let mut hook_state = Value::Null;
+    for _ in 0..100 {
+        hook_state = app
+            .get(&format!("/api/webhooks/wh_001?manager_id={m}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if hook_state["status"] == "disabled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hook_state["status"], "disabled", "{hook_state}");
+    let feed: Value = app
+        .get(&format!("/api/events?manager_id={m}&types=webhook.disabled"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = feed["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{feed}");
+    let reason = events[0]["data"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("every delivery failed for"), "{reason}");
+    // At least two failed attempts, 1.5 s apart or more, came before it.
+    let attempts = hook.got().len();
+    assert!(attempts >= 2, "{attempts}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hook.got().len(), attempts, "nothing is sent once disabled");
+    app.stop().await;
+}
+
+#[sqlx::test]
+async fn delivery_failing_streak_ends_with_a_success_and_disables_once_it_lasts(db: PgPool) {
+    let store: Db = db.clone().into();
+    sqlx::query("insert into webhook (manager_id, url, secret) values ('m', 'http://127.0.0.1:9/', 'c2VjcmV0')")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(
+        r#"select event_append('m', '[{"type": "inventory.changed", "product_id": 1, "data": {}},
+                                        {"type": "inventory.changed", "product_id": 2, "data": {}},
+                                        {"type": "inventory.changed", "product_id": 3, "data": {}},
+                                        {"type": "inventory.changed", "product_id": 4, "data": {}}]')"#,
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    delivery::queue_new_events(&store).await.unwrap();
+    let mut claims = delivery::claim(&store, 10, 30).await.unwrap();
+    claims.sort_by_key(|c| c.event_id);
+    assert_eq!(claims.len(), 4);
+    let hour = Duration::from_secs(3600);
+    let failed = Attempt {
+        status_code: Some(500),
+        error: None,
+        duration_ms: 5,
+        next: Next::Retry(chrono::Utc::now() + chrono::Duration::hours(1)),
+    };
+    let done = Attempt {
+        status_code: Some(204),
+        error: None,
+        duration_ms: 5,
+        next: Next::Delivered,
+    };
+    let state = || async {
+        sqlx::query_as::<_, (bool, bool)>(
+            "select failing_since is not null, disabled_at is not null from webhook where manager_id = 'm'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+
+    assert!(delivery::complete(&store, &claims[0], &failed, hour).await.unwrap());
+    assert_eq!(state().await, (true, false), "a failure starts the streak");
+    assert!(delivery::complete(&store, &claims[1], &done, hour).await.unwrap());
+    assert_eq!(state().await, (false, false), "a success ends it");
+    assert!(delivery::complete(&store, &claims[2], &failed, hour).await.unwrap());
+    assert_eq!(state().await, (true, false), "a new streak, not yet an hour long");
+
+    sqlx::query("update webhook set failing_since = now() - interval '61 minutes'")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert!(delivery::complete(&store, &claims[3], &failed, hour).await.unwrap());
+    assert_eq!(state().await, (true, true), "an hour of failures disables it");
+    let reasons: Vec<String> = sqlx::query_scalar("select data->>'reason' from event where type = 'webhook.disabled'")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(reasons, ["every delivery failed for 1 hour"]);
+}
+
+/// An `ecommerce-api serve` process; killed if the test ends first.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[sqlx::test]
+async fn delivery_survives_an_instance_killed_mid_attempt(db: PgPool) {
+    // The first request is answered only after the test is over: the
+    // instance making it is SIGKILLed meanwhile.
+    let hook = slow_receiver(vec![(200, vec![])], vec![Duration::from_secs(60)]).await;
+    let port = helpers::free_port();
+    let spill = std::env::temp_dir().join(format!("ecommerce-api-spill-{}", uuid::Uuid::new_v4().simple()));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ecommerce-api"))
+        .arg("serve")
+        .env("DATABASE_URL", helpers::database_url_for(&db))
+        .env("REDIS_URL", helpers::redis_url())
+        .env("REDIS_KEY_PREFIX", format!("test:{}:", uuid::Uuid::new_v4().simple()))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("DB_MAX_CONNECTIONS", "4")
+        .env("LOG_FORMAT", "json")
+        .env("AUDIT_SPILL_DIR", &spill)
+        .env("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+        .env("WEBHOOK_LEASE_SECS", "3")
+        .env("WEBHOOK_RETRY_SCHEDULE_SECS", "1")
+        .spawn()
+        .expect("start ecommerce-api serve");
+    let mut doomed = Process(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = "mgr_killed";
+    let registered = client
+        .post(format!("{base}/api/webhooks"))
+        .json(&json!({"manager_id": m, "url": hook.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let created = client
+        .post(format!("{base}/api/inventory/products"))
+        .json(&json!({"manager_id": m, "products": [{"name": "Tea", "price": 2.0, "quantity": 5}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    hook.wait_for(1).await;
+
+    // Another instance runs while the first dies mid-attempt.
+    let survivor = spawn_app_with(
+        db.clone(),
+        Settings {
+            webhook_lease_secs: 3,
+            ..settings(&[1], true)
+        },
+        None,
+    )
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &doomed.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    doomed.0.wait().unwrap();
+
+    // product.created (held by the dead instance, taken again once its lease
+    // ran out) and inventory.changed (after it: same product).
+    let got = hook.wait_for(3).await;
+    assert_eq!(got[0].id, got[1].id, "the interrupted delivery again, same webhook-id");
+    let feed: Value = survivor
+        .get(&format!("/api/events?manager_id={m}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<String> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut delivered: Vec<String> = got.iter().map(|r| r.id.clone()).collect();
+    delivered.dedup();
+    assert_eq!(delivered, events, "each event at least once, in feed order");
+    let rows = log(&survivor, m, 2).await;
+    let first_event_rows: Vec<(Value, Value)> = rows
+        .iter()
+        .filter(|r| r["event_id"] == got[0].id.as_str())
+        .map(|r| (r["attempt"].clone(), r["status_code"].clone()))
+        .collect();
+    assert_eq!(
+        first_event_rows,
+        [(json!(2), json!(200))],
+        "the dead instance's attempt left no record; the survivor's is attempt 2"
+    );
+    survivor.stop().await;
+    let _ = std::fs::remove_dir_all(spill);
 }
