@@ -2,7 +2,9 @@
 //! once upsert, discontinue, adjust, order and cancel (some orders and
 //! adjustments with idempotency keys, retried) for a handful of managers;
 //! then the database is checked against the rules, using a history of every
-//! stock change that a test-only trigger records in lock order.
+//! stock change that a test-only trigger records in lock order, and the
+//! event feed against the database (deltas replay to the stock; one event
+//! per order and per cancel).
 //!
 //! Each kind of change has sizes of its own, so every recorded change is
 //! recognisably one kind: stock is only ever set to `1_000_000 * k + 500_000`
@@ -314,6 +316,70 @@ async fn random_interleavings_keep_every_stock_rule(db: PgPool) {
             assert_eq!(last.2, quantity, "seed {seed}");
         }
     }
+    // The feed: replaying each product's `inventory.changed` deltas in feed
+    // order from zero gives its stock, each event starting where the one
+    // before ended; every order has one `order.processed` and every
+    // cancelled order one `order.cancelled`, and there are no others.
+    let changed: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        "select product_id, (data->>'previous_quantity')::bigint, (data->>'delta')::bigint,
+                (data->>'quantity')::bigint
+           from event where type = 'inventory.changed' order by manager_id, id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let stock: Vec<(i64, i32)> = sqlx::query_as("select id, quantity from product")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    for (product, quantity) in stock {
+        let mut replayed = 0i64;
+        for &(_, previous, delta, after) in changed.iter().filter(|c| c.0 == product) {
+            assert_eq!(
+                previous, replayed,
+                "seed {seed}: prod_{product:03}'s feed skips a change"
+            );
+            assert_eq!(previous + delta, after, "seed {seed}: prod_{product:03}'s delta");
+            replayed = after;
+        }
+        assert_eq!(
+            replayed,
+            i64::from(quantity),
+            "seed {seed}: prod_{product:03}'s deltas replay to its stock"
+        );
+    }
+    let events_of = |kind: &'static str| {
+        let db = db.clone();
+        async move {
+            let mut ids: Vec<String> = sqlx::query_scalar("select data->>'order_id' from event where type = $1")
+                .bind(kind)
+                .fetch_all(&db)
+                .await
+                .unwrap();
+            ids.sort();
+            ids
+        }
+    };
+    let order_ids = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let ids: Vec<i64> = sqlx::query_scalar(sql).fetch_all(&db).await.unwrap();
+            let mut ids: Vec<String> = ids.into_iter().map(|id| format!("ord_{id:03}")).collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        events_of("order.processed").await,
+        order_ids("select id from customer_order").await,
+        "seed {seed}: one order.processed per order"
+    );
+    assert_eq!(
+        events_of("order.cancelled").await,
+        order_ids("select id from customer_order where cancelled_at is not null").await,
+        "seed {seed}: one order.cancelled per cancelled order"
+    );
+
     println!(
         "interleaving seed {seed}: {} requests, {} orders, {} stock changes",
         requests.len(),
