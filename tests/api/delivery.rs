@@ -346,21 +346,32 @@ async fn delivery_keeps_one_products_events_in_feed_order(db: PgPool) {
 /// The default time an endpoint may fail before it is disabled.
 const HOURS: Duration = Duration::from_secs(120 * 3600);
 
-#[sqlx::test]
-async fn delivery_claim_is_fenced_and_ordered_per_product(db: PgPool) {
-    let store: Db = db.clone().into();
+/// At the store: an endpoint of manager `m` (every type) and, in the
+/// manager's feed, `inventory.changed` of each product of `products` in turn
+/// (`None`: an `order.processed`).
+async fn endpoint_with_events(db: &PgPool, products: &[Option<i64>]) -> Db {
     sqlx::query("insert into webhook (manager_id, url, secret) values ('m', 'http://127.0.0.1:9/', 'c2VjcmV0')")
-        .execute(&db)
+        .execute(db)
         .await
         .unwrap();
-    sqlx::query(
-        r#"select event_append('m', '[{"type": "inventory.changed", "product_id": 7, "data": {}},
-                                        {"type": "inventory.changed", "product_id": 7, "data": {}},
-                                        {"type": "order.processed", "product_id": null, "data": {}}]')"#,
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    let events: Vec<Value> = products
+        .iter()
+        .map(|p| match p {
+            Some(id) => json!({"type": "inventory.changed", "product_id": id, "data": {}}),
+            None => json!({"type": "order.processed", "product_id": null, "data": {}}),
+        })
+        .collect();
+    sqlx::query("select event_append('m', $1::jsonb)")
+        .bind(Value::from(events))
+        .execute(db)
+        .await
+        .unwrap();
+    db.clone().into()
+}
+
+#[sqlx::test]
+async fn delivery_claim_is_fenced_and_ordered_per_product(db: PgPool) {
+    let store = endpoint_with_events(&db, &[Some(7), Some(7), None]).await;
     assert_eq!(delivery::queue_new_events(&store).await.unwrap(), 3);
     assert_eq!(delivery::queue_new_events(&store).await.unwrap(), 0, "the cursor moved");
 
@@ -643,20 +654,7 @@ async fn delivery_failing_for_too_long_disables_the_endpoint(db: PgPool) {
 
 #[sqlx::test]
 async fn delivery_failing_streak_ends_with_a_success_and_disables_once_it_lasts(db: PgPool) {
-    let store: Db = db.clone().into();
-    sqlx::query("insert into webhook (manager_id, url, secret) values ('m', 'http://127.0.0.1:9/', 'c2VjcmV0')")
-        .execute(&db)
-        .await
-        .unwrap();
-    sqlx::query(
-        r#"select event_append('m', '[{"type": "inventory.changed", "product_id": 1, "data": {}},
-                                        {"type": "inventory.changed", "product_id": 2, "data": {}},
-                                        {"type": "inventory.changed", "product_id": 3, "data": {}},
-                                        {"type": "inventory.changed", "product_id": 4, "data": {}}]')"#,
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    let store = endpoint_with_events(&db, &[Some(1), Some(2), Some(3), Some(4)]).await;
     delivery::queue_new_events(&store).await.unwrap();
     let mut claims = delivery::claim(&store, 10, 30).await.unwrap();
     claims.sort_by_key(|c| c.event_id);
