@@ -177,6 +177,35 @@ async fn log(app: &TestApp, m: &str, n: usize) -> Vec<Value> {
     panic!("fewer than {n} deliveries logged");
 }
 
+/// Waits until the manager's endpoint `wh_001` is disabled; the reason of
+/// the one `webhook.disabled` event in the feed.
+async fn disabled_reason(app: &TestApp, m: &str) -> String {
+    let mut hook = Value::Null;
+    for _ in 0..100 {
+        hook = app
+            .get(&format!("/api/webhooks/wh_001?manager_id={m}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if hook["status"] == "disabled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hook["status"], "disabled", "{hook}");
+    let feed: Value = app
+        .get(&format!("/api/events?manager_id={m}&types=webhook.disabled"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = feed["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{feed}");
+    assert_eq!(events[0]["data"]["webhook_id"], "wh_001");
+    events[0]["data"]["reason"].as_str().unwrap().to_owned()
+}
+
 #[sqlx::test]
 async fn delivery_is_signed_and_retried_after_a_500_with_the_same_webhook_id(db: PgPool) {
     let hook = receiver(vec![(500, vec![]), (200, vec![])]).await;
@@ -250,31 +279,7 @@ async fn delivery_answered_410_disables_the_endpoint(db: PgPool) {
         (rows[0]["status_code"].clone(), rows[0]["next_attempt_at"].clone()),
         (json!(410), Value::Null)
     );
-    let mut status = Value::Null;
-    for _ in 0..50 {
-        let hook: Value = app
-            .get(&format!("/api/webhooks/wh_001?manager_id={m}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        status = hook["status"].clone();
-        if status == "disabled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "disabled");
-    let feed: Value = app
-        .get(&format!("/api/events?manager_id={m}&types=webhook.disabled"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let events = feed["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{feed}");
-    assert_eq!(events[0]["data"]["webhook_id"], "wh_001");
-    assert!(events[0]["data"]["reason"].as_str().unwrap().contains("410"));
+    assert!(disabled_reason(&app, m).await.contains("410"));
     // Nothing more is sent to it (the seed's second event stays queued).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(hook.got().len(), 1);
@@ -620,29 +625,7 @@ async fn delivery_failing_for_too_long_disables_the_endpoint(db: PgPool) {
     let m = "mgr_failing";
     register(&app, m, &hook.url, &["inventory.changed"]).await;
     app.seed(m, "Tea", 2.0, 5).await;
-    let mut hook_state = Value::Null;
-    for _ in 0..100 {
-        hook_state = app
-            .get(&format!("/api/webhooks/wh_001?manager_id={m}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if hook_state["status"] == "disabled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(hook_state["status"], "disabled", "{hook_state}");
-    let feed: Value = app
-        .get(&format!("/api/events?manager_id={m}&types=webhook.disabled"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let events = feed["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{feed}");
-    let reason = events[0]["data"]["reason"].as_str().unwrap();
+    let reason = disabled_reason(&app, m).await;
     assert!(reason.starts_with("every delivery failed for"), "{reason}");
     // At least two failed attempts, 1.5 s apart or more, came before it.
     let attempts = hook.got().len();
