@@ -108,6 +108,9 @@ async fn attempt(db: Db, settings: Arc<DeliverySettings>, claim: Claim) {
     };
     let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
     let next = next_step(&sent, claim.attempt, &settings.schedule, jitter());
+    if next == Next::Delivered {
+        crate::metrics::webhook_delivery_lag((Utc::now() - claim.occurred_at).to_std().unwrap_or_default());
+    }
     let record = Attempt {
         status_code: sent.status.and_then(|s| i16::try_from(s).ok()),
         error: sent.error.clone(),

@@ -98,6 +98,12 @@ pub fn event_feed_lag(age: Duration) {
     histogram!("event_feed_lag_seconds").record(age.as_secs_f64());
 }
 
+/// How old an event was when a webhook endpoint accepted it (retries
+/// included).
+pub fn webhook_delivery_lag(age: Duration) {
+    histogram!("webhook_delivery_lag_seconds").record(age.as_secs_f64());
+}
+
 /// Gauges read at scrape time.
 pub fn observe(audit_queue_depth: usize, pool_size: usize, pool_idle: usize) {
     gauge!("audit_queue_depth").set(audit_queue_depth as f64);

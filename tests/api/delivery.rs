@@ -247,6 +247,11 @@ async fn delivery_is_signed_and_retried_after_a_500_with_the_same_webhook_id(db:
     assert!(rows[1]["next_attempt_at"].is_string());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(hook.got().len(), 2, "delivered once it succeeded");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("webhook_delivery_lag_seconds_count 1\n"),
+        "one delivery's lag measured: {metrics}"
+    );
     app.stop().await;
 }
 
