@@ -1,10 +1,14 @@
 //! The webhook delivery worker, run by every instance inside `serve`: moves
 //! endpoints' cursors along the feed (queueing deliveries), claims due
 //! deliveries with a lease and a fencing token, sends each signed (Standard
-//! Webhooks) to the one address it checked, and completes the claim. No
-//! database connection is held while a receiver is being called.
+//! Webhooks) through one HTTP client whose resolver lets it connect only to
+//! addresses it checked, and completes the claims, delivered ones many to a
+//! statement. No database connection is held while a receiver is being
+//! called.
 
 use std::{
+    error::Error,
+    fmt,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -15,7 +19,7 @@ use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use tokio::task::JoinSet;
+use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
     config::Settings,
@@ -27,10 +31,14 @@ use crate::{
     store::delivery::{self, Attempt, Claim, Next},
 };
 
-/// Most attempts one instance runs at once.
-pub const MAX_IN_FLIGHT: usize = 32;
-/// How often the worker looks for new events and due deliveries.
+/// Most attempts one instance runs at once (they wait on the network, not
+/// on the database).
+pub const MAX_IN_FLIGHT: usize = 128;
+/// How often the worker looks for new events, and for due deliveries when
+/// no attempt has ended meanwhile.
 pub const POLL: Duration = Duration::from_millis(250);
+/// Most delivered claims completed in one statement.
+const COMPLETE_BATCH: usize = 256;
 
 /// What the worker needs of the settings.
 #[derive(Debug, Clone)]
@@ -60,27 +68,57 @@ impl From<&Settings> for DeliverySettings {
     }
 }
 
+/// An attempt that has ended, waiting to be completed.
+type Ended = (Claim, Attempt);
+
 /// Runs until aborted (attempts in flight are dropped with it; their leases
 /// run out and another instance takes them).
 pub async fn run(db: Db, settings: DeliverySettings) {
+    let client = match client(&settings.allowed, settings.timeout) {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::error!(error = %err, "could not build the webhook HTTP client: no deliveries from this instance");
+            return;
+        }
+    };
     let settings = Arc::new(settings);
+    let (ended, to_complete) = mpsc::channel(4 * MAX_IN_FLIGHT);
+    tokio::select! {
+        () = claim_and_send(db.clone(), settings.clone(), client, ended) => {}
+        () = complete(db, settings, to_complete) => {}
+    }
+}
+
+/// Queues new events every tick, and claims due deliveries every tick and
+/// whenever a quarter of the attempts' room has come free, starting an
+/// attempt for each.
+async fn claim_and_send(db: Db, settings: Arc<DeliverySettings>, client: reqwest::Client, ended: mpsc::Sender<Ended>) {
     let mut in_flight = JoinSet::new();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let ticked = tokio::select! {
+            _ = tick.tick() => true,
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => false,
+        };
         while in_flight.try_join_next().is_some() {}
-        if let Err(err) = delivery::queue_new_events(&db).await {
+        if ticked && let Err(err) = delivery::queue_new_events(&db).await {
             tracing::warn!(error = %err, "could not queue webhook deliveries");
         }
         let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
-        if room == 0 {
+        if room == 0 || (!ticked && room < MAX_IN_FLIGHT / 4) {
             continue;
         }
         match delivery::claim(&db, room as i64, settings.lease_secs).await {
             Ok(claims) => {
                 for claim in claims {
-                    in_flight.spawn(attempt(db.clone(), settings.clone(), claim));
+                    in_flight.spawn(attempt(
+                        db.clone(),
+                        settings.clone(),
+                        client.clone(),
+                        claim,
+                        ended.clone(),
+                    ));
                 }
             }
             Err(err) => tracing::warn!(error = %err, "could not claim webhook deliveries"),
@@ -88,11 +126,18 @@ pub async fn run(db: Db, settings: DeliverySettings) {
     }
 }
 
-/// One attempt: send (renewing the lease meanwhile), then complete.
-async fn attempt(db: Db, settings: Arc<DeliverySettings>, claim: Claim) {
+/// One attempt: send (renewing the lease meanwhile), then hand it over to
+/// be completed.
+async fn attempt(
+    db: Db,
+    settings: Arc<DeliverySettings>,
+    client: reqwest::Client,
+    claim: Claim,
+    ended: mpsc::Sender<Ended>,
+) {
     let started = Instant::now();
+    let lease = settings.lease_secs;
     let renewing = async {
-        let lease = settings.lease_secs;
         let mut every = tokio::time::interval(Duration::from_secs_f64(f64::from(lease) / 3.0));
         every.tick().await;
         loop {
@@ -103,7 +148,7 @@ async fn attempt(db: Db, settings: Arc<DeliverySettings>, claim: Claim) {
         }
     };
     let sent = tokio::select! {
-        sent = send(&settings, &claim) => sent,
+        sent = send(&client, &settings, &claim) => sent,
         () = renewing => unreachable!("renewing never ends"),
     };
     let duration_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
@@ -117,14 +162,40 @@ async fn attempt(db: Db, settings: Arc<DeliverySettings>, claim: Claim) {
         duration_ms,
         next,
     };
-    match delivery::complete(&db, &claim, &record, settings.disable_after).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            webhook_id = claim.webhook_id,
-            event_id = claim.event_id,
-            "a webhook delivery's claim no longer held when its attempt ended (its lease ran out, or the endpoint was deleted): nothing recorded"
-        ),
-        Err(err) => tracing::warn!(error = %err, "could not record a webhook delivery attempt"),
+    // The completer outlives every attempt (both end with the worker).
+    let _ = ended.send((claim, record)).await;
+}
+
+/// Completes ended attempts: those delivered together, as many as have
+/// ended by the time the last statement finished; the others (failures,
+/// rare) one by one, with their retries and the endpoint's failing streak.
+async fn complete(db: Db, settings: Arc<DeliverySettings>, mut ended: mpsc::Receiver<Ended>) {
+    let mut batch: Vec<Ended> = Vec::with_capacity(COMPLETE_BATCH);
+    while ended.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
+        let (delivered, failed): (Vec<Ended>, Vec<Ended>) = batch
+            .drain(..)
+            .partition(|(_, attempt)| attempt.next == Next::Delivered);
+        if !delivered.is_empty() {
+            match delivery::complete_delivered(&db, &delivered).await {
+                Ok(held) if held < delivered.len() => tracing::warn!(
+                    stale = delivered.len() - held,
+                    "webhook deliveries whose claims no longer held when their attempts ended (their leases ran out, or the endpoints were deleted): not recorded"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "could not record delivered webhooks"),
+            }
+        }
+        for (claim, attempt) in failed {
+            match delivery::complete(&db, &claim, &attempt, settings.disable_after).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    webhook_id = claim.webhook_id,
+                    event_id = claim.event_id,
+                    "a webhook delivery's claim no longer held when its attempt ended (its lease ran out, or the endpoint was deleted): nothing recorded"
+                ),
+                Err(err) => tracing::warn!(error = %err, "could not record a webhook delivery attempt"),
+            }
+        }
     }
 }
 
@@ -193,60 +264,121 @@ pub fn body(claim: &Claim) -> Vec<u8> {
         .expect("JSON values serialize")
 }
 
-/// The address to connect to for `url`: its literal, or the first address
-/// its host resolves to that the rules allow. Every address refused → the
-/// attempt fails "address not allowed" and nothing is connected to.
-async fn address_for(url: &url::Url, allowed: &[Network]) -> Result<(Option<String>, SocketAddr), Sent> {
-    let port = url.port_or_known_default().ok_or_else(|| Sent::failed("bad URL"))?;
-    let host = url.host().ok_or_else(|| Sent::failed("bad URL"))?;
-    let (name, candidates): (Option<String>, Vec<IpAddr>) = match address::literal(&host) {
-        Some(ip) => (None, vec![ip]),
-        None => {
-            let name = host.to_string();
-            let resolved: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), port))
-                .await
-                .map_err(|_| Sent::failed("name not resolved"))?
-                .map(|a| a.ip())
-                .collect();
-            (Some(name), resolved)
-        }
-    };
-    let ip = candidates
-        .into_iter()
-        .find(|ip| address::refused_unless(*ip, allowed).is_none())
-        .ok_or_else(|| Sent::failed("address not allowed"))?;
-    Ok((name, SocketAddr::new(ip, port)))
+/// A lookup refused every address the name has.
+#[derive(Debug)]
+struct NotAllowed;
+
+impl fmt::Display for NotAllowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("address not allowed")
+    }
 }
 
-/// Sends the claimed delivery once, to the address checked (a client per
-/// attempt, told that address, so no second lookup happens), following no
-/// redirect.
-pub async fn send(settings: &DeliverySettings, claim: &Claim) -> Sent {
-    match tokio::time::timeout(settings.timeout, send_once(settings, claim)).await {
+impl Error for NotAllowed {}
+
+/// A lookup that found nothing.
+#[derive(Debug)]
+struct NotResolved;
+
+impl fmt::Display for NotResolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("name not resolved")
+    }
+}
+
+impl Error for NotResolved {}
+
+/// The HTTP client's resolver: it looks the name up and hands the client
+/// only the addresses the rules allow, so every connection the client makes
+/// (and keeps for reuse) is to an address checked by the lookup that found
+/// it. Written here because the check has to sit between the lookup and the
+/// connect, which only a resolver of the client's own can do.
+struct CheckedResolver {
+    allowed: Vec<Network>,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allowed = self.allowed.clone();
+        Box::pin(async move {
+            let found: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map_err(|_| Box::new(NotResolved) as Box<dyn Error + Send + Sync>)?
+                .map(|a| a.ip())
+                .collect();
+            let checked: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|ip| address::refused_unless(*ip, &allowed).is_none())
+                // The client puts the URL's port in.
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
+            if checked.is_empty() {
+                return Err(Box::new(NotAllowed) as Box<dyn Error + Send + Sync>);
+            }
+            Ok(Box::new(checked.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The one client every attempt of this instance sends with: no redirects,
+/// no proxy, names resolved by [`CheckedResolver`], idle connections kept
+/// a while for the next delivery to the same endpoint.
+pub fn client(allowed: &[Network], timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(8)
+        .dns_resolver(Arc::new(CheckedResolver {
+            allowed: allowed.to_vec(),
+        }))
+        .build()
+}
+
+/// Why a request got no answer, in the words of the deliveries log.
+fn failure(err: &reqwest::Error) -> &'static str {
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        if inner.is::<NotAllowed>() {
+            return "address not allowed";
+        }
+        if inner.is::<NotResolved>() {
+            return "name not resolved";
+        }
+        cause = inner.source();
+    }
+    if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    }
+}
+
+/// Sends the claimed delivery once with `client`, following no redirect. A
+/// host that is an address literal is checked here (the client looks up
+/// names only).
+pub async fn send(client: &reqwest::Client, settings: &DeliverySettings, claim: &Claim) -> Sent {
+    match tokio::time::timeout(settings.timeout, send_once(client, settings, claim)).await {
         Ok(sent) => sent,
         Err(_) => Sent::failed("timed out"),
     }
 }
 
-async fn send_once(settings: &DeliverySettings, claim: &Claim) -> Sent {
+async fn send_once(client: &reqwest::Client, settings: &DeliverySettings, claim: &Claim) -> Sent {
     let Ok(url) = url::Url::parse(&claim.url) else {
         return Sent::failed("bad URL");
     };
-    let (name, addr) = match address_for(&url, &settings.allowed).await {
-        Ok(found) => found,
-        Err(failed) => return failed,
+    let Some(host) = url.host() else {
+        return Sent::failed("bad URL");
     };
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(settings.timeout)
-        .pool_max_idle_per_host(0);
-    if let Some(name) = &name {
-        builder = builder.resolve(name, addr);
+    if let Some(ip) = address::literal(&host)
+        && address::refused_unless(ip, &settings.allowed).is_some()
+    {
+        return Sent::failed("address not allowed");
     }
-    let Ok(client) = builder.build() else {
-        return Sent::failed("client not built");
-    };
     let id = EventId::from_db(claim.event_id).to_string();
     let timestamp = Utc::now().timestamp();
     let body = body(claim);
@@ -270,9 +402,7 @@ async fn send_once(settings: &DeliverySettings, claim: &Claim) -> Sent {
                 .and_then(|v| v.trim().parse().ok()),
             error: None,
         },
-        Err(err) if err.is_timeout() => Sent::failed("timed out"),
-        Err(err) if err.is_connect() => Sent::failed("connection failed"),
-        Err(_) => Sent::failed("request failed"),
+        Err(err) => Sent::failed(failure(&err)),
     }
 }
 

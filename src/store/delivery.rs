@@ -271,6 +271,53 @@ pub async fn complete(
     Ok(true)
 }
 
+/// Completes delivered attempts in one statement: each whose claim still
+/// holds leaves the queue, gets its log row, and ends its endpoint's
+/// failing streak; a stale claim changes nothing. Returns how many held.
+pub async fn complete_delivered(db: &Db, done: &[(Claim, Attempt)]) -> Result<usize, sqlx::Error> {
+    let mut managers = Vec::with_capacity(done.len());
+    let mut ids = Vec::with_capacity(done.len());
+    let mut tokens = Vec::with_capacity(done.len());
+    let mut status_codes = Vec::with_capacity(done.len());
+    let mut durations = Vec::with_capacity(done.len());
+    for (claim, attempt) in done {
+        managers.push(claim.manager.clone());
+        ids.push(claim.queue_id);
+        tokens.push(claim.token);
+        status_codes.push(attempt.status_code.unwrap_or(200));
+        durations.push(attempt.duration_ms);
+    }
+    let held = sqlx::query_scalar!(
+        r#"with done as (
+               select * from unnest($1::text[], $2::bigint[], $3::uuid[], $4::smallint[], $5::int[])
+                   as d(manager_id, id, token, status_code, duration_ms)
+           ), gone as (
+               delete from webhook_queue q using done d
+                where q.manager_id = d.manager_id and q.id = d.id and q.token = d.token
+                  and q.lease_until > now()
+               returning q.manager_id, q.id, q.webhook_id, q.event_id, q.attempts
+           ), logged as (
+               insert into webhook_delivery (manager_id, webhook_id, event_id, attempt, status_code, duration_ms)
+               select g.manager_id, g.webhook_id, g.event_id, g.attempts, d.status_code, d.duration_ms
+                 from gone g join done d using (manager_id, id)
+                order by g.manager_id, g.id
+           ), cleared as (
+               update webhook w set failing_since = null
+                 from (select distinct manager_id, webhook_id from gone) g
+                where w.manager_id = g.manager_id and w.id = g.webhook_id and w.failing_since is not null
+           )
+           select count(*) as "held!" from gone"#,
+        &managers,
+        &ids,
+        &tokens,
+        &status_codes,
+        &durations,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(usize::try_from(held).unwrap_or(0))
+}
+
 /// Disables the endpoint (if it is enabled) and adds `webhook.disabled` to
 /// its manager's feed, through the function every write adds events with.
 async fn disable(tx: &mut crate::db::Tx, manager: &str, webhook_id: i64, reason: &str) -> Result<(), sqlx::Error> {

@@ -169,6 +169,16 @@ pub async fn delete(
     audit: &AuditEntry,
 ) -> Result<Option<Committed<()>>, sqlx::Error> {
     let mut tx = db.begin().await?;
+    // Its queued deliveries first, then the endpoint: the order in which the
+    // delivery worker's completions lock them (a queue row, then the
+    // endpoint's row), so the two cannot deadlock.
+    sqlx::query!(
+        "delete from webhook_queue where manager_id = $1 and webhook_id = $2",
+        manager.as_str(),
+        id.get()
+    )
+    .execute(&mut tx)
+    .await?;
     let deleted = sqlx::query_scalar!(
         "delete from webhook where manager_id = $1 and id = $2 returning id",
         manager.as_str(),

@@ -802,3 +802,44 @@ async fn delivery_survives_an_instance_killed_mid_attempt(db: PgPool) {
     survivor.stop().await;
     let _ = std::fs::remove_dir_all(spill);
 }
+
+#[sqlx::test]
+async fn deleting_an_endpoint_while_its_deliveries_complete_is_never_an_error(db: PgPool) {
+    // Two instances deliver (and complete) while endpoints are deleted under
+    // them: the delete takes the queue's rows before the endpoint's, as the
+    // completions do, so the two never deadlock (a 500).
+    let hook = receiver(vec![(200, vec![])]).await;
+    let one = spawn_app_with(db.clone(), settings(&[1], true), None).await;
+    let two = spawn_app_with(db, settings(&[1], true), None).await;
+    let m = "mgr_churn";
+    for round in 0..10 {
+        register(&one, m, &hook.url, &[]).await;
+        let items: Vec<Value> = (0..20)
+            .map(|i| json!({"name": format!("R{round}P{i}"), "price": 1.0, "quantity": i + 1}))
+            .collect();
+        let created = two
+            .post("/api/inventory/products", json!({"manager_id": m, "products": items}))
+            .await;
+        assert_eq!(created.status(), 201);
+        let before = hook.got().len();
+        hook.wait_for(before + 1).await;
+        let deleted = one
+            .client
+            .delete(format!(
+                "{}/api/webhooks/wh_{:03}?manager_id={m}",
+                one.address,
+                round + 1
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 204, "round {round}");
+    }
+    let left: i64 = sqlx::query_scalar("select count(*) from webhook_queue")
+        .fetch_one(&one.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "deleted endpoints leave nothing queued");
+    one.stop().await;
+    two.stop().await;
+}
