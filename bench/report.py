@@ -432,6 +432,7 @@ def markdown(ctx, table, sweep_table, audit, label, loadavg=None):
         f"(-M prepared, {ctx.get('pg_clients')} clients, -j 2), right after each service run. "
         f"Everything shares the same {ctx.get('cpus', '?')} cores: load generator, service, Redis and PostgreSQL."
         + (f" Service binary: `{ctx['service_binary']}`." if ctx.get("service_binary") else "")
+        + (f" pgbench scripts: `{ctx['pgbench_scripts']}`." if ctx.get("pgbench_scripts") else "")
         + (f" Load average (1 min): {ctx.get('loadavg_before', '?').split()[0]} before the runs, "
            f"{loadavg['mean']} on average during them (max {loadavg['max']}, {loadavg['samples']} samples "
            f"15 s apart), {loadavg['last']} at the end." if loadavg else "")
