@@ -9,7 +9,10 @@ Standard library only. Subcommands (bench/run calls them):
   limit-params RUN_JSON                "MISS_PPM AUDIT_BATCH" measured in a service run
   pgbench OUT STDOUT LOG_PREFIX CLIENTS  a pgbench run (its per-transaction logs are deleted)
   audit OUT key=value ... PROM...      the audit-count check
+  webhooks RUN_JSON EVENTS RECEIVER_LOG LOAD_END WAIT_END TIMED_OUT DRAIN_TIMEOUT ENDPOINTS
+                                       a --webhooks run's deliveries: lag, delivered/expected, drain
   report WORKDIR OUTDIR LABEL          latest.md, latest.json, the sweep plot
+  ab RUNSDIR OUTDIR LABEL A B          bench/ab: a-N.json and b-N.json (rounds) into one A/B report
 """
 
 import glob
@@ -129,6 +132,86 @@ def cmd_pgbench(out, stdout_path, log_prefix, clients):
                   + ("  ABORTED" if run["aborted"] or not tps else ""))
 
 
+def cmd_webhooks(run_json, events_path, receiver_log, load_end, wait_end, timed_out, drain_timeout, endpoints):
+    """Adds a "webhooks" section to a run: the run's events (id, occurred_at
+    as Unix seconds, from the database) against the receiver's log (one line
+    per delivery: path, webhook-id, arrival, body timestamp)."""
+    occurred = {}
+    for line in open(events_path, encoding="utf-8"):
+        event_id, _, at = line.strip().partition("\t")
+        if at:
+            occurred[int(event_id)] = float(at)
+    seen, lags, duplicates, last_arrival, after_load = set(), [], 0, None, 0
+    load_end, wait_end = float(load_end), float(wait_end)
+    for line in open(receiver_log, encoding="utf-8", errors="replace"):
+        fields = line.split()
+        if len(fields) < 3 or not fields[1].startswith("evt_"):
+            continue
+        event_id = int(fields[1][4:])
+        at = occurred.get(event_id)
+        if at is None:
+            continue  # another run's event
+        pair = (fields[0], event_id)
+        if pair in seen:
+            duplicates += 1
+            continue
+        seen.add(pair)
+        arrival = float(fields[2])
+        lags.append(arrival - at)
+        after_load += arrival > load_end
+        last_arrival = arrival if last_arrival is None else max(last_arrival, arrival)
+    # A delivery still missing when the wait ended has a lag of at least
+    # the wait's end minus its event's time: those lower bounds beside the
+    # delivered lags give lower bounds of the percentiles over every
+    # expected delivery.
+    delivered_per_event = {}
+    for _, event_id in seen:
+        delivered_per_event[event_id] = delivered_per_event.get(event_id, 0) + 1
+    bounds = list(lags)
+    for event_id, at in occurred.items():
+        bounds += [wait_end - at] * (int(endpoints) - delivered_per_event.get(event_id, 0))
+    bounds.sort()
+    lags.sort()
+    expected = len(occurred) * int(endpoints)
+    first = min(occurred.values()) if occurred else None
+    missing = expected - len(seen)
+    # Deliveries per second once the load had stopped (the workers alone).
+    drain_rate = after_load / (wait_end - load_end) if wait_end > load_end else None
+    hooks = {
+        "events": len(occurred),
+        "expected": expected,
+        "delivered": len(seen),
+        "duplicates": duplicates,
+        "lag_p50_s": percentile(lags, 50),
+        "lag_p99_s": percentile(lags, 99),
+        "lag_max_s": lags[-1] if lags else None,
+        "lag_under_1s_pct": round(100 * sum(1 for x in lags if x < 1) / len(lags), 2) if lags else None,
+        # From the end of the load to the last delivery of the run's events
+        # (none if some were still missing when the wait ended).
+        "drain_s": round(max(0.0, last_arrival - load_end), 3) if last_arrival and len(seen) == expected else None,
+        "timed_out": timed_out == "1",
+        "drain_timeout_s": int(drain_timeout),
+        # Deliveries per second from the run's first event to its last delivery.
+        "delivery_rate": round(len(seen) / (last_arrival - first), 1) if last_arrival and first
+        and last_arrival > first else None,
+        "drain_rate": round(drain_rate, 1) if drain_rate else None,
+        "missing": missing,
+        # At the rate of the wait, how long draining all would have taken.
+        "projected_drain_s": round(wait_end - load_end + missing / drain_rate, 1) if missing and drain_rate
+        else None,
+        "lag_all_p50_s_at_least": percentile(bounds, 50) if missing else None,
+        "lag_all_p99_s_at_least": percentile(bounds, 99) if missing else None,
+    }
+    run = json.load(open(run_json, encoding="utf-8"))
+    run["webhooks"] = hooks
+    write_json(run_json, run)
+    fmt_s = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    progress(run_json, f"{hooks['delivered']:>10,} of {hooks['expected']:,} delivered  lag p50 "
+                       f"{fmt_s(hooks['lag_p50_s'])} s p99 {fmt_s(hooks['lag_p99_s'])} s max "
+                       f"{fmt_s(hooks['lag_max_s'])} s  drain {fmt_s(hooks['drain_s'])} s"
+                       + (f"  (waited {drain_timeout} s: not drained)" if hooks["timed_out"] else ""))
+
+
 def cmd_audit(out, *args):
     """key=value counts from bench/run, then the final /metrics of every instance."""
     check = {}
@@ -200,6 +283,30 @@ def summarise(runs):
             flushes = sum(x["audit_flushes"] for x in svc)
             s["cache_miss_pct"] = round(100 * misses / (hits + misses), 2) if hits + misses else None
             s["audit_batch"] = round(sum(x["audit_records"] for x in svc) / flushes, 1) if flushes else None
+            hooks = [r["webhooks"] for r in rs if "webhooks" in r]
+            if hooks:
+                drains = [h["drain_s"] for h in hooks]
+                s["webhooks"] = {
+                    "events": sum(h["events"] for h in hooks),
+                    "expected": sum(h["expected"] for h in hooks),
+                    "delivered": sum(h["delivered"] for h in hooks),
+                    "duplicates": sum(h["duplicates"] for h in hooks),
+                    "lag_p50_s": median(h["lag_p50_s"] for h in hooks),
+                    "lag_p99_s": median(h["lag_p99_s"] for h in hooks),
+                    "lag_max_s": max((h["lag_max_s"] for h in hooks if h["lag_max_s"] is not None), default=None),
+                    "lag_p99_s_range": [min((h["lag_p99_s"] for h in hooks if h["lag_p99_s"] is not None), default=None),
+                                        max((h["lag_p99_s"] for h in hooks if h["lag_p99_s"] is not None), default=None)],
+                    "drain_s": median(drains) if None not in drains else None,
+                    "drain_s_max": max(drains) if None not in drains else None,
+                    "not_drained_runs": sum(1 for d in drains if d is None),
+                    "drain_timeout_s": hooks[0]["drain_timeout_s"],
+                    "delivery_rate": median(h["delivery_rate"] for h in hooks),
+                    "drain_rate": median(h.get("drain_rate") for h in hooks),
+                    "missing": sum(h.get("missing", 0) for h in hooks),
+                    "projected_drain_s": median(h.get("projected_drain_s") for h in hooks),
+                    "lag_all_p50_s_at_least": median(h.get("lag_all_p50_s_at_least") for h in hooks),
+                    "lag_all_p99_s_at_least": median(h.get("lag_all_p99_s_at_least") for h in hooks),
+                }
         else:
             s["clients"] = rs[0].get("clients")
             s["failed"] = sum(r.get("failed", 0) for r in rs)
@@ -248,7 +355,8 @@ ORDER = ["floor", "list_hot", "list_many", "list_cold", "order", "order_idem", "
 
 def sort_key(row):
     name = row["scenario"]
-    base = name.removesuffix("_pgbouncer")  # beside the same scenario without the pooler
+    # beside the same scenario without the pooler, endpoints or cluster
+    base = name.removesuffix("_pgbouncer").removesuffix("_webhooks").removesuffix("_patroni")
     return (ORDER.index(base) if base in ORDER else len(ORDER), name, row["connections"])
 
 
@@ -269,7 +377,48 @@ def audit_check(workdir, runs):
     return a
 
 
-def markdown(ctx, table, sweep_table, audit, label):
+def load_average(workdir):
+    """The machine's 1-minute load average sampled every 15 s during the runs."""
+    path = os.path.join(workdir, "loadavg.txt")
+    if not os.path.exists(path):
+        return None
+    values = [float(line.split()[1]) for line in open(path, encoding="utf-8") if len(line.split()) == 2]
+    if not values:
+        return None
+    return {"samples": len(values), "mean": round(statistics.mean(values), 2), "max": max(values),
+            "last": values[-1]}
+
+
+def webhook_rows(table):
+    rows = []
+    for row in sorted(table, key=sort_key):
+        s = row["service"] or {}
+        if "webhooks" not in s:
+            continue
+        base = next((r for r in table if r["scenario"] == row["scenario"].removesuffix("_webhooks")
+                     and r["connections"] == row["connections"]), None)
+        rows.append((row, s, ratio(s.get("rps"), base and base["service"] and base["service"]["rps"])))
+    return rows
+
+
+def patroni_rows(table):
+    rows = []
+    for row in sorted(table, key=sort_key):
+        if not row["scenario"].endswith("_patroni"):
+            continue
+        base = next((r for r in table if r["scenario"] == row["scenario"].removesuffix("_patroni")
+                     and r["connections"] == row["connections"]), None)
+        svc, lim = row["service"] or {}, row["pg_limit"] or {}
+        bsvc, blim = (base or {}).get("service") or {}, (base or {}).get("pg_limit") or {}
+        rows.append({"scenario": row["scenario"], "rps": svc.get("rps"), "direct_rps": bsvc.get("rps"),
+                     "ratio": ratio(svc.get("rps"), bsvc.get("rps")),
+                     "p99_ms": svc.get("p99_ms"), "direct_p99_ms": bsvc.get("p99_ms"),
+                     "pg_tps": lim.get("rps"), "direct_pg_tps": blim.get("rps"),
+                     "pg_ratio": ratio(lim.get("rps"), blim.get("rps"))})
+    return rows
+
+
+def markdown(ctx, table, sweep_table, audit, label, loadavg=None):
     lines = [f"# Benchmark results: {label}", ""]
     lines.append(
         f"{ctx.get('date', '')}, commit `{ctx.get('commit', '?')}`, {ctx.get('cpus', '?')} CPUs "
@@ -282,6 +431,11 @@ def markdown(ctx, table, sweep_table, audit, label):
         + ". The PostgreSQL limit is pgbench running the scenario's own SQL "
         f"(-M prepared, {ctx.get('pg_clients')} clients, -j 2), right after each service run. "
         f"Everything shares the same {ctx.get('cpus', '?')} cores: load generator, service, Redis and PostgreSQL."
+        + (f" Service binary: `{ctx['service_binary']}`." if ctx.get("service_binary") else "")
+        + (f" pgbench scripts: `{ctx['pgbench_scripts']}`." if ctx.get("pgbench_scripts") else "")
+        + (f" Load average (1 min): {ctx.get('loadavg_before', '?').split()[0]} before the runs, "
+           f"{loadavg['mean']} on average during them (max {loadavg['max']}, {loadavg['samples']} samples "
+           f"15 s apart), {loadavg['last']} at the end." if loadavg else "")
     )
     lines += ["", "| scenario | req/s (min–max) | p50 ms | p90 ms | p99 ms | non-2xx / socket errors "
               "| vs floor | PG limit tx/s | vs PG | PG p99 ms | cache miss % | audit batch |",
@@ -298,6 +452,56 @@ def markdown(ctx, table, sweep_table, audit, label):
         )
     lines += ["", "vs floor: the service's req/s over the fixed-body axum server's (`floor`). "
               "vs PG: over pgbench's transactions/s for the same SQL. Errors are summed over the repeats."]
+    hooks = webhook_rows(table)
+    if hooks:
+        lines += ["", "## Webhooks", "",
+                  "Each `*_webhooks` run is its scenario for a second set of managers, each with two endpoints "
+                  "(registered just before the run, deleted after it) on a receiver on loopback that answers 204. "
+                  "Lag: the receiver's arrival time minus the event's `occurred_at` (written just before its "
+                  "transaction commits), for every (event, endpoint) delivered. Drain: from the end of the load to "
+                  "the last delivery of the run's events. Expected: the run's events × 2 endpoints. "
+                  f"A run waits at most {hooks[0][1]['webhooks']['drain_timeout_s']} s for its deliveries; the "
+                  "endpoints are then deleted, which drops what is still queued.",
+                  "", "| scenario | req/s | vs without endpoints | events | delivered / expected | duplicates "
+                  "| lag p50 s | lag p99 s (min–max of runs) | lag max s | drain s (max) | deliveries/s "
+                  "(after the load) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for row, s, vs in hooks:
+            h = s["webhooks"]
+            drain = (f"{fmt(h['drain_s'])} ({fmt(h['drain_s_max'])})" if h["drain_s"] is not None
+                     else f"not drained in {h['not_drained_runs']} of {s['repeats']} runs (projected "
+                          f"{fmt(h['projected_drain_s'], 0)})")
+            lo, hi = h["lag_p99_s_range"]
+            lines.append(
+                f"| {row['scenario']} | {fmt(s.get('rps'), 0)} | {fmt(vs)} | {h['events']:,} "
+                f"| {h['delivered']:,} / {h['expected']:,} | {h['duplicates']:,} | {fmt(h['lag_p50_s'], 3)} "
+                f"| {fmt(h['lag_p99_s'], 3)} ({fmt(lo, 3)}–{fmt(hi, 3)}) | {fmt(h['lag_max_s'], 3)} | {drain} "
+                f"| {fmt(h['delivery_rate'], 0)} ({fmt(h['drain_rate'], 0)}) |")
+        lines += ["", "Events, delivered and expected are summed over the repeats; lags and drain are medians "
+                  "of the runs' figures, max the largest of any run. The lags are those of the deliveries that "
+                  "arrived; deliveries/s from the run's first event to its last delivery, and (in brackets) once "
+                  "the load had stopped. A run not drained: projected = the wait plus what was missing at the "
+                  "rate after the load."]
+        missing = [(row["scenario"], s["webhooks"]) for row, s, _ in hooks if s["webhooks"]["missing"]]
+        for scenario, h in missing:
+            lines.append(f"- {scenario}: {h['missing']:,} deliveries missing at the end of the waits; counting "
+                         f"each as arrived when its wait ended (a lower bound), every expected delivery's lag is "
+                         f"at least p50 {fmt(h['lag_all_p50_s_at_least'], 1)} s, p99 "
+                         f"{fmt(h['lag_all_p99_s_at_least'], 1)} s (medians of the runs).")
+    pat = patroni_rows(table)
+    if pat:
+        lines += ["", "## Synchronous replication (Patroni)", "",
+                  "`*_patroni`: the scenario on an instance whose database is a Patroni cluster started by the run "
+                  f"({ctx.get('cluster', 'deploy/cluster')}): three PostgreSQL 15 nodes on this machine, "
+                  "`synchronous_mode: true` and strict, one synchronous standby, reached through HAProxy's leader "
+                  "port; the plain scenario's instance uses the single PostgreSQL on port 5432. Both on the same "
+                  "disk and cores (the standbys replay the WAL on the same two cores). The PG limit of a "
+                  "`*_patroni` row is pgbench through HAProxy to the leader.", "",
+                  "| scenario | req/s | straight to one PostgreSQL | ratio | p99 ms (straight) "
+                  "| pgbench tx/s | straight | pgbench ratio |", "|---|---|---|---|---|---|---|---|"]
+        for r in pat:
+            lines.append(f"| {r['scenario']} | {fmt(r['rps'], 0)} | {fmt(r['direct_rps'], 0)} | {fmt(r['ratio'])} "
+                         f"| {fmt(r['p99_ms'])} ({fmt(r['direct_p99_ms'])}) | {fmt(r['pg_tps'], 0)} "
+                         f"| {fmt(r['direct_pg_tps'], 0)} | {fmt(r['pg_ratio'])} |")
     if sweep_table:
         lines += ["", "## Sweep over connections", "", f"![throughput and p99 against connections]({label}-sweep.svg)",
                   "", "| scenario | connections | req/s | p99 ms | non-2xx / socket | vs floor "
@@ -427,11 +631,14 @@ def cmd_report(workdir, outdir, label):
     if sweep_table:
         svg_plot(sweep_series(sweep_table), os.path.join(outdir, f"{label}-sweep.svg"),
                  f"Service vs. its limits on {ctx.get('cpus', '?')} shared cores (medians of {ctx.get('repeat')})")
-    md = markdown(ctx, table, sweep_table, audit, label)
+    loadavg = load_average(workdir)
+    md = markdown(ctx, table, sweep_table, audit, label, loadavg)
     with open(os.path.join(outdir, f"{label}.md"), "w", encoding="utf-8") as f:
         f.write(md)
     write_json(os.path.join(outdir, f"{label}.json"), {
         "context": ctx,
+        "load_average": loadavg,
+        "patroni": patroni_rows(table),
         "scenarios": sorted(table, key=sort_key),
         "sweep": sorted(sweep_table, key=sort_key),
         "audit_check": audit,
@@ -442,13 +649,82 @@ def cmd_report(workdir, outdir, label):
         sys.exit(3)
 
 
+def cmd_ab(runsdir, outdir, label, binary_a, binary_b):
+    """Medians over the rounds of each side (each round's own median over its
+    repeats), and B/A for the service, for the pgbench limit (the same SQL on
+    both sides: how far the machine moved) and for the service's share of it."""
+    sides = {}
+    for side in ("a", "b"):
+        for path in sorted(glob.glob(os.path.join(runsdir, f"{side}-*.json"))):
+            result = json.load(open(path, encoding="utf-8"))
+            sides.setdefault(side, []).append(result)
+    rounds = min(len(sides.get("a", [])), len(sides.get("b", [])))
+    scenarios = [r["scenario"] for r in sides["a"][0]["scenarios"] if r["scenario"] != "floor"]
+
+    def figures(result, scenario):
+        row = next((r for r in result["scenarios"] if r["scenario"] == scenario), None)
+        svc, lim = (row or {}).get("service") or {}, (row or {}).get("pg_limit") or {}
+        return svc.get("rps"), lim.get("rps"), svc.get("p99_ms")
+
+    table = []
+    for scenario in scenarios:
+        per = {side: [figures(r, scenario) for r in sides[side][:rounds]] for side in ("a", "b")}
+        row = {"scenario": scenario, "rounds": rounds}
+        for side in ("a", "b"):
+            rps = [f[0] for f in per[side]]
+            row[side] = {"rps": median(rps), "rps_runs": rps, "pg_tps": median(f[1] for f in per[side]),
+                         "pg_tps_runs": [f[1] for f in per[side]], "p99_ms": median(f[2] for f in per[side]),
+                         "vs_pg": median(ratio(f[0], f[1]) for f in per[side])}
+        row["b_over_a"] = ratio(row["b"]["rps"], row["a"]["rps"])
+        # Each round's B against the A run just before it.
+        row["b_over_a_rounds"] = [ratio(b[0], a[0]) for a, b in zip(per["a"], per["b"])]
+        row["pg_b_over_a"] = ratio(row["b"]["pg_tps"], row["a"]["pg_tps"])
+        row["vs_pg_b_over_a"] = ratio(row["b"]["vs_pg"], row["a"]["vs_pg"])
+        table.append(row)
+    ctx = sides["a"][0]["context"]
+    loads = [r.get("load_average") for side in ("a", "b") for r in sides[side][:rounds] if r.get("load_average")]
+    lines = [f"# A/B: {label}", "",
+             f"{ctx.get('date', '')}, {ctx.get('cpus', '?')} CPUs ({ctx.get('cpu_model', '?')}), "
+             f"{ctx.get('postgres', '')}. `bench/ab`: `bench/run` with binary A, then with binary B, alternating, "
+             f"{rounds} rounds; each run a fresh database seeded the same way ({ctx.get('managers')} managers × "
+             f"{ctx.get('products')} products), {ctx.get('connections')} connections, {ctx.get('duration')} s per "
+             f"run, {ctx.get('repeat')} repeat(s) per round. Medians over the rounds.", "",
+             f"- A: `{binary_a}`", f"- B: `{binary_b}`"]
+    if loads:
+        lines.append(f"- load average (1 min) during the runs: mean of the runs' means "
+                     f"{statistics.mean(x['mean'] for x in loads):.2f}, highest sample {max(x['max'] for x in loads)}")
+    lines += ["", "| scenario | A req/s | B req/s | B/A | B/A per round | A p99 ms | B p99 ms "
+              "| pgbench tx/s A | B | B/A | vs PG A | B | B/A |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        a, b = r["a"], r["b"]
+        lines.append(
+            f"| {r['scenario']} | {fmt(a['rps'])} | {fmt(b['rps'])} | **{fmt(r['b_over_a'])}** "
+            f"| {', '.join(fmt(x) for x in r['b_over_a_rounds'])} | {fmt(a['p99_ms'])} | {fmt(b['p99_ms'])} "
+            f"| {fmt(a['pg_tps'])} | {fmt(b['pg_tps'])} | {fmt(r['pg_b_over_a'])} "
+            f"| {fmt(a['vs_pg'])} | {fmt(b['vs_pg'])} | {fmt(r['vs_pg_b_over_a'])} |")
+    lines += ["", "Per round: req/s A " + "; ".join(
+        f"{r['scenario']} {', '.join(fmt(x) for x in r['a']['rps_runs'])} / B "
+        f"{', '.join(fmt(x) for x in r['b']['rps_runs'])}" for r in table) + "."]
+    md = "\n".join(lines) + "\n"
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, f"{label}.md"), "w", encoding="utf-8") as f:
+        f.write(md)
+    write_json(os.path.join(outdir, f"{label}.json"), {
+        "a": binary_a, "b": binary_b, "rounds": rounds, "scenarios": table,
+        "runs": {side: [{"context": r["context"], "load_average": r.get("load_average"),
+                         "scenarios": r["scenarios"]} for r in sides[side]] for side in ("a", "b")}})
+    sys.stdout.write(md)
+
+
 COMMANDS = {
     "context": cmd_context,
     "wrk": cmd_wrk,
     "limit-params": cmd_limit_params,
     "pgbench": cmd_pgbench,
     "audit": cmd_audit,
+    "webhooks": cmd_webhooks,
     "report": cmd_report,
+    "ab": cmd_ab,
 }
 
 if __name__ == "__main__":

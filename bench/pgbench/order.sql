@@ -1,8 +1,9 @@
 -- POST /api/orders/process without an Idempotency-Key: the statement of
 -- src/store/orders.rs (sell every line or none, with the order's audit row
--- written by audit_append), for a 2-line order of one unit each. $1 is
--- 'mgr_' || :m, $6 the audit record the service sends as JSON (with the
--- write's attempt, a uuid of its own), $7 and $8 (key, claim token) are null.
+-- written by audit_append and its events by event_append), for a 2-line
+-- order of one unit each. $1 is 'mgr_' || :m, $6 the audit record the
+-- service sends as JSON (with the write's attempt, a uuid of its own), $7 and
+-- $8 (key, claim token) are null.
 \set m random(1, :managers)
 \set a random(1, :products - 2)
 \set b random(:a + 1, :products - 1)
@@ -12,7 +13,8 @@
 with req as (
     select * from unnest(array[:pa, :pb]::bigint[], array[1, 1]::int[]) with ordinality as r(id, qty, line_no)
 ), locked as materialized (
-    select id, name, price, quantity, discontinued_at is not null as discontinued
+    select id, name, price, quantity, discontinued_at is not null as discontinued, version,
+           low_stock_threshold
       from product
      where manager_id = 'mgr_' || :m and id in (select id from req)
      order by id
@@ -25,14 +27,15 @@ with req as (
      where not l.discontinued and l.quantity >= req.qty
 ), sold as (
     update product p
-       set quantity = l.quantity - r.qty, updated_at = now()
+       set quantity = l.quantity - r.qty, version = l.version + 1, updated_at = now()
       from req r join locked l using (id), sellable s
      where s.ok and p.manager_id = 'mgr_' || :m and p.id = r.id
- returning p.id, p.name, p.price, r.qty, r.line_no
+ returning p.id, p.name, p.price, r.qty, r.line_no, l.quantity as before, p.quantity as after,
+           p.version, l.low_stock_threshold as threshold
 ), placed as (
     insert into customer_order (manager_id, customer_id, customer_email, total_amount)
     select 'mgr_' || :m, 'cust_' || :c, 'c' || :c || '@example.com', sum(price * qty) from sold having count(*) > 0
- returning id, total_amount
+ returning id, total_amount, created_at
 ), order_lines as (
     insert into order_line (manager_id, order_id, line_no, product_id, name, quantity, unit_price)
     select 'mgr_' || :m, o.id, s.line_no, s.id, s.name, s.qty, s.price from placed o, sold s
@@ -49,6 +52,39 @@ with req as (
                'product_ids', '[]'::jsonb, 'order_id', null, 'attempt', gen_random_uuid()),
            (select array_agg(id order by id) from sold), o.id, false) as done
       from placed o
+), evented as materialized (
+    select event_append('mgr_' || :m, jsonb_agg(e.event order by e.kind, e.product_id)) as done
+      from (
+        select 1 as kind, s.id as product_id, jsonb_build_object(
+                   'type', 'inventory.changed', 'product_id', s.id,
+                   'data', jsonb_build_object(
+                       'product_id', public_id('prod_', s.id), 'quantity', s.after,
+                       'previous_quantity', s.before, 'delta', s.after - s.before,
+                       'version', s.version, 'reason', 'order', 'reference', public_id('ord_', o.id)))
+          from sold s, placed o
+        union all
+        select 2, s.id, jsonb_build_object(
+                   'type', 'inventory.low_stock', 'product_id', s.id,
+                   'data', jsonb_build_object(
+                       'product_id', public_id('prod_', s.id), 'quantity', s.after,
+                       'threshold', s.threshold, 'version', s.version))
+          from sold s
+         where s.before >= s.threshold and s.after < s.threshold
+        union all
+        select 3, 0, jsonb_build_object(
+                   'type', 'order.processed', 'product_id', null,
+                   'data', jsonb_build_object(
+                       'order_id', public_id('ord_', o.id), 'status', 'processed',
+                       'customer', jsonb_build_object('id', 'cust_' || :c, 'email', 'c' || :c || '@example.com'),
+                       'total_amount', o.total_amount, 'created_at', rfc3339(o.created_at),
+                       'cancelled_at', null,
+                       'products', (select jsonb_agg(jsonb_build_object(
+                                        'product_id', public_id('prod_', s.id), 'name', s.name,
+                                        'quantity', s.qty, 'unit_price', s.price,
+                                        'line_total', (s.price * s.qty)::numeric(18, 2))
+                                      order by s.line_no) from sold s)))
+          from placed o
+      ) e (kind, product_id, event)
 )
 select r.line_no, r.qty, l.quantity, l.discontinued, o.id, o.total_amount,
        not (select held from claim) as claim_lost
@@ -56,4 +92,5 @@ select r.line_no, r.qty, l.quantity, l.discontinued, o.id, o.total_amount,
   left join locked l using (id)
   left join placed o on true
   left join audited on true
+  left join evented on true
  order by r.line_no;

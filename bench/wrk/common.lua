@@ -6,6 +6,9 @@
 --   BENCH_PRODUCTS  products per manager; manager m owns the ids
 --                   (m-1)*P+1 .. m*P, named "Product 1" .. "Product P";
 --                   the last one is seeded out of stock, the rest in stock
+--   BENCH_MANAGER_OFFSET  the scenario's managers are mgr_(OFFSET+1) ..
+--                   mgr_(OFFSET+BENCH_MANAGERS) (default 0; --webhooks runs
+--                   use a second set, the managers with endpoints)
 --   BENCH_RUN_ID    unique per run (makes Idempotency-Keys unique)
 --   BENCH_OUT       file the done() hook writes its JSON to
 
@@ -13,6 +16,7 @@ local M = {}
 
 M.managers = tonumber(os.getenv("BENCH_MANAGERS") or "200")
 M.products = tonumber(os.getenv("BENCH_PRODUCTS") or "20")
+M.offset = tonumber(os.getenv("BENCH_MANAGER_OFFSET") or "0")
 M.run_id = os.getenv("BENCH_RUN_ID") or tostring(os.time())
 
 local statuses = { "", "&status=in_stock", "&status=out_of_stock", "&status=discontinued" }
@@ -25,7 +29,7 @@ function M.seed(thread_id)
 end
 
 function M.manager()
-  return math.random(1, M.managers)
+  return M.offset + math.random(1, M.managers)
 end
 
 -- Public id of the n-th product (1-based) of manager m.
