@@ -291,20 +291,34 @@ pub async fn complete_delivered(db: &Db, done: &[(Claim, Attempt)]) -> Result<us
         r#"with done as (
                select * from unnest($1::text[], $2::bigint[], $3::uuid[], $4::smallint[], $5::int[])
                    as d(manager_id, id, token, status_code, duration_ms)
+           ), held as materialized (
+               -- Locked in (manager_id, id) order, as an endpoint's delete
+               -- locks its queued rows, so the two cannot deadlock.
+               select q.manager_id, q.id
+                 from webhook_queue q join done d using (manager_id, id)
+                where q.token = d.token and q.lease_until > now()
+                order by q.manager_id, q.id
+                  for update of q
            ), gone as (
-               delete from webhook_queue q using done d
-                where q.manager_id = d.manager_id and q.id = d.id and q.token = d.token
-                  and q.lease_until > now()
+               delete from webhook_queue q using held h
+                where q.manager_id = h.manager_id and q.id = h.id
                returning q.manager_id, q.id, q.webhook_id, q.event_id, q.attempts
            ), logged as (
                insert into webhook_delivery (manager_id, webhook_id, event_id, attempt, status_code, duration_ms)
                select g.manager_id, g.webhook_id, g.event_id, g.attempts, d.status_code, d.duration_ms
                  from gone g join done d using (manager_id, id)
                 order by g.manager_id, g.id
+           ), failing as materialized (
+               -- Endpoints' rows, too, in key order.
+               select w.manager_id, w.id from webhook w
+                where (w.manager_id, w.id) in (select manager_id, webhook_id from gone)
+                  and w.failing_since is not null
+                order by w.manager_id, w.id
+                  for update of w
            ), cleared as (
                update webhook w set failing_since = null
-                 from (select distinct manager_id, webhook_id from gone) g
-                where w.manager_id = g.manager_id and w.id = g.webhook_id and w.failing_since is not null
+                 from failing f
+                where w.manager_id = f.manager_id and w.id = f.id
            )
            select count(*) as "held!" from gone"#,
         &managers,

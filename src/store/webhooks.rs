@@ -169,11 +169,16 @@ pub async fn delete(
     audit: &AuditEntry,
 ) -> Result<Option<Committed<()>>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    // Its queued deliveries first, then the endpoint: the order in which the
-    // delivery worker's completions lock them (a queue row, then the
-    // endpoint's row), so the two cannot deadlock.
+    // Its queued deliveries first, in key order, then the endpoint: the
+    // order in which the delivery worker's completions lock them (queue
+    // rows by key, then endpoints' rows), so the two cannot deadlock.
     sqlx::query!(
-        "delete from webhook_queue where manager_id = $1 and webhook_id = $2",
+        "with held as (
+             select id from webhook_queue where manager_id = $1 and webhook_id = $2
+              order by id
+                for update
+         )
+         delete from webhook_queue q using held h where q.manager_id = $1 and q.id = h.id",
         manager.as_str(),
         id.get()
     )
