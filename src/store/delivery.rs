@@ -84,25 +84,37 @@ pub struct Claim {
     pub data: Value,
 }
 
+/// How many due deliveries of one endpoint a claim looks at.
+const PER_ENDPOINT: i64 = 16;
+
 /// Claims at most `max` due deliveries of enabled endpoints (skipping rows
 /// other instances hold), each with a lease of `lease_secs` and a fresh
-/// fencing token. A delivery is not due while an earlier queued delivery of
-/// the same product to the same endpoint is still there (being tried or
-/// waiting for a retry).
+/// fencing token. Endpoints take turns: every endpoint's earliest due
+/// delivery comes before any endpoint's second, so one endpoint's backlog
+/// (a slow or failing receiver) cannot hold back the others'. A delivery
+/// is not due while an earlier queued delivery of the same product to the
+/// same endpoint is still there (being tried or waiting for a retry).
 pub async fn claim(db: &Db, max: i64, lease_secs: i32) -> Result<Vec<Claim>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"with due as (
                select q.manager_id, q.id
-                 from webhook_queue q
-                 join webhook w on w.manager_id = q.manager_id and w.id = q.webhook_id
+                 from webhook w
+                cross join lateral (
+                    select r.id, r.due_at, row_number() over (order by r.due_at, r.id) as turn
+                      from webhook_queue r
+                     where r.manager_id = w.manager_id and r.webhook_id = w.id
+                       and r.due_at <= now()
+                       and (r.lease_until is null or r.lease_until < now())
+                       and (r.product_id is null or not exists (
+                             select 1 from webhook_queue p
+                              where p.manager_id = r.manager_id and p.webhook_id = r.webhook_id
+                                and p.product_id = r.product_id and p.id < r.id))
+                     order by r.due_at, r.id
+                     limit $3
+                ) c
+                 join webhook_queue q on q.manager_id = w.manager_id and q.id = c.id
                 where w.disabled_at is null
-                  and q.due_at <= now()
-                  and (q.lease_until is null or q.lease_until < now())
-                  and (q.product_id is null or not exists (
-                        select 1 from webhook_queue p
-                         where p.manager_id = q.manager_id and p.webhook_id = q.webhook_id
-                           and p.product_id = q.product_id and p.id < q.id))
-                order by q.due_at, q.id
+                order by c.turn, c.due_at, c.id
                 limit $1
                   for update of q skip locked
            )
@@ -119,6 +131,7 @@ pub async fn claim(db: &Db, max: i64, lease_secs: i32) -> Result<Vec<Claim>, sql
                   e.type as kind, e.occurred_at, e.data"#,
         max,
         f64::from(lease_secs),
+        PER_ENDPOINT,
     )
     .fetch_all(db)
     .await?;

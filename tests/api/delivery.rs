@@ -843,3 +843,36 @@ async fn deleting_an_endpoint_while_its_deliveries_complete_is_never_an_error(db
     one.stop().await;
     two.stop().await;
 }
+
+#[sqlx::test]
+async fn delivery_claims_take_endpoints_in_turn(db: PgPool) {
+    // An endpoint with a backlog of 300 deliveries (a slow or failing
+    // receiver's) and one registered later with a single delivery due: a
+    // claim of 10 includes the latter's.
+    let store = endpoint_with_events(&db, &[None; 300]).await;
+    assert_eq!(delivery::queue_new_events(&store).await.unwrap(), 300);
+    sqlx::query(
+        "insert into webhook (manager_id, url, secret, cursor)
+         values ('m', 'http://127.0.0.1:9/', 'c2VjcmV0', (select max(id) from event))",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(r#"select event_append('m', '[{"type": "order.processed", "product_id": null, "data": {}}]')"#)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(delivery::queue_new_events(&store).await.unwrap(), 2);
+    let claims = delivery::claim(&store, 10, 30).await.unwrap();
+    assert_eq!(claims.len(), 10);
+    let second: Vec<(i64, i64)> = claims
+        .iter()
+        .filter(|c| c.webhook_id != 1)
+        .map(|c| (c.webhook_id, c.event_id))
+        .collect();
+    assert_eq!(
+        second.len(),
+        1,
+        "the second endpoint's delivery claimed, not left behind the first's backlog"
+    );
+}
