@@ -1,7 +1,7 @@
 -- POST /api/inventory/discontinue of a manager's last product: the
 -- statement of src/store/products.rs, with its audit row written by
 -- audit_append (with the write's attempt, a uuid of its own) and its event
--- by event_append (none when the product was discontinued already, as it is
+-- by event_append_rows (none when the product was discontinued already, as it is
 -- after the first time here: discontinuing again changes nothing).
 \set m random(1, :managers)
 \set p :m * :products
@@ -24,9 +24,8 @@ with before as materialized (
            array[b.id], null, false) as done
       from before b
 ), evented as materialized (
-    select event_append('mgr_' || :m, jsonb_build_array(jsonb_build_object(
-               'type', 'product.discontinued', 'product_id', d.id,
-               'data', jsonb_build_object('product_id', public_id('prod_', d.id), 'version', d.version))))
+    select event_append_rows('mgr_' || :m, array_agg(event_row('product.discontinued', product_id => d.id,
+                                                               version => d.version)))
       from done d
 )
 select b.id from before b left join audited on true left join evented on true;

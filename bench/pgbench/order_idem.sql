@@ -2,7 +2,7 @@
 -- statement of src/store/idempotency.rs (insert the claim or do nothing, then
 -- read the key back), then the order statement of src/store/orders.rs with
 -- the key and claim token ($7, $8), its audit row written by audit_append
--- and its events by event_append.
+-- and its events by event_append_rows.
 -- The key is 'pgb-' || :k, the stored request a canonical body; the write's
 -- attempt, which is the claim token and the audit record's attempt, is
 -- md5(:k)::uuid, and its request id 'pgb-' || :k.
@@ -80,38 +80,21 @@ with req as (
            (select array_agg(id order by id) from sold), o.id, false) as done
       from placed o
 ), evented as materialized (
-    select event_append('mgr_' || :m, jsonb_agg(e.event order by e.kind, e.product_id)) as done
+    select event_append_rows('mgr_' || :m, array_agg(e.event order by e.kind, (e.event).product_id)) as done
       from (
-        select 1 as kind, s.id as product_id, jsonb_build_object(
-                   'type', 'inventory.changed', 'product_id', s.id,
-                   'data', jsonb_build_object(
-                       'product_id', public_id('prod_', s.id), 'quantity', s.after,
-                       'previous_quantity', s.before, 'delta', s.after - s.before,
-                       'version', s.version, 'reason', 'order', 'reference', public_id('ord_', o.id)))
+        select 1 as kind, event_row('inventory.changed', product_id => s.id, quantity => s.after,
+                                    previous_quantity => s.before, version => s.version,
+                                    reason => 'order', order_id => o.id)
           from sold s, placed o
         union all
-        select 2, s.id, jsonb_build_object(
-                   'type', 'inventory.low_stock', 'product_id', s.id,
-                   'data', jsonb_build_object(
-                       'product_id', public_id('prod_', s.id), 'quantity', s.after,
-                       'threshold', s.threshold, 'version', s.version))
+        select 2, event_row('inventory.low_stock', product_id => s.id, quantity => s.after,
+                            threshold => s.threshold, version => s.version)
           from sold s
          where s.before >= s.threshold and s.after < s.threshold
         union all
-        select 3, 0, jsonb_build_object(
-                   'type', 'order.processed', 'product_id', null,
-                   'data', jsonb_build_object(
-                       'order_id', public_id('ord_', o.id), 'status', 'processed',
-                       'customer', jsonb_build_object('id', 'cust_' || :c, 'email', 'c' || :c || '@example.com'),
-                       'total_amount', o.total_amount, 'created_at', rfc3339(o.created_at),
-                       'cancelled_at', null,
-                       'products', (select jsonb_agg(jsonb_build_object(
-                                        'product_id', public_id('prod_', s.id), 'name', s.name,
-                                        'quantity', s.qty, 'unit_price', s.price,
-                                        'line_total', (s.price * s.qty)::numeric(18, 2))
-                                      order by s.line_no) from sold s)))
+        select 3, event_row('order.processed', order_id => o.id)
           from placed o
-      ) e (kind, product_id, event)
+      ) e (kind, event)
 )
 select r.line_no, r.qty, l.quantity, l.discontinued, o.id, o.total_amount,
        not (select held from claim) as claim_lost

@@ -1,13 +1,9 @@
 -- POST /api/inventory/products with 5 products updated by name: the
 -- transaction of src/store/products.rs (lock the matching rows, then one
--- statement updates, inserts and writes the audit row through audit_append,
--- with the write's attempt, a uuid of its own, then its events through
--- event_append). The plan the service computes between the two statements
--- is known here: every item updates product f..f+4 of manager m. The
--- service builds the events from the statement's rows; here the last
--- statement builds them from the products as written: one product.updated
--- each, without the inventory.changed of a product whose stock the upsert
--- reset (in a run of this scenario, only a product's first upsert has one).
+-- statement updates, inserts, writes the audit row through audit_append,
+-- with the write's attempt, a uuid of its own, and the events through
+-- event_append_rows). The plan the service computes between the two
+-- statements is known here: every item updates product f..f+4 of manager m.
 \set m random(1, :managers)
 \set f random(1, :products - 5)
 \set p1 (:m - 1) * :products + :f
@@ -60,22 +56,35 @@ with input as materialized (
                'product_ids', '[]'::jsonb, 'order_id', null, 'attempt', gen_random_uuid()),
            (select array_agg(id order by ord) from input), null, false) as done
 )
-select i.id, i.name, i.price, i.quantity, i.is_new, b.quantity as previous, w.version, w.low_stock_threshold,
-       w.discontinued, w.created_at, w.updated_at
+), evented as materialized (
+    select event_append_rows('mgr_' || :m, array_agg(e.event order by e.ord, e.kind)) as done
+      from (
+        select i.ord, 1 as kind,
+               event_row(case when i.is_new then 'product.created' else 'product.updated' end,
+                         product_id => w.id, name => i.name, price => i.price, quantity => i.quantity,
+                         discontinued => w.discontinued, created_at => w.created_at,
+                         updated_at => w.updated_at, threshold => w.low_stock_threshold,
+                         version => w.version)
+          from input i join written w using (id)
+        union all
+        select i.ord, 2,
+               event_row('inventory.changed', product_id => w.id, quantity => i.quantity,
+                         previous_quantity => coalesce(b.quantity, 0), version => w.version,
+                         reason => 'upsert')
+          from input i join written w using (id) left join before b using (id)
+         where i.quantity <> coalesce(b.quantity, 0)
+        union all
+        select i.ord, 3,
+               event_row('inventory.low_stock', product_id => w.id, quantity => i.quantity,
+                         threshold => w.low_stock_threshold, version => w.version)
+          from input i join written w using (id) join before b using (id)
+         where b.quantity >= w.low_stock_threshold and i.quantity < w.low_stock_threshold
+      ) e (ord, kind, event)
+)
+select i.id, i.name, i.price, i.quantity
   from input i
   join written w using (id)
-  left join before b using (id)
   left join audited on true
+  left join evented on true
  order by i.ord;
-select event_append('mgr_' || :m, jsonb_agg(jsonb_build_object(
-           'type', 'product.updated', 'product_id', id,
-           'data', jsonb_build_object(
-               'id', public_id('prod_', id), 'name', name, 'price', price, 'quantity', quantity,
-               'status', case when discontinued_at is not null then 'discontinued'
-                              when quantity > 0 then 'in_stock' else 'out_of_stock' end,
-               'created_at', rfc3339(created_at), 'updated_at', rfc3339(updated_at),
-               'low_stock_threshold', low_stock_threshold, 'version', version))
-         order by id))
-  from product
- where manager_id = 'mgr_' || :m and id between :p1 and :p1 + 4;
 commit;

@@ -114,6 +114,12 @@ pub async fn claim(db: &Db, max: i64, lease_secs: i32) -> Result<Vec<Claim>, sql
                 ) c
                  join webhook_queue q on q.manager_id = w.manager_id and q.id = c.id
                 where w.disabled_at is null
+                  -- Again on q, the row locked: a row another instance
+                  -- claimed and committed after this statement's snapshot
+                  -- is locked in its new version and checked again on q's
+                  -- conditions only (not on c's), so without these it
+                  -- would be claimed twice.
+                  and q.due_at <= now() and (q.lease_until is null or q.lease_until < now())
                 order by c.turn, c.due_at, c.id
                 limit $1
                   for update of q skip locked
@@ -128,7 +134,7 @@ pub async fn claim(db: &Db, max: i64, lease_secs: i32) -> Result<Vec<Claim>, sql
         returning q.manager_id, q.id, q.token as "token!", q.webhook_id, q.event_id, q.attempts,
                   w.url, w.secret,
                   case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
-                  e.type as kind, e.occurred_at, e.data"#,
+                  e.type as kind, e.occurred_at, event_data(e) as "data!""#,
         max,
         f64::from(lease_secs),
         PER_ENDPOINT,

@@ -56,10 +56,10 @@ pub async fn feed(db: &Db, query: &FeedQuery, fetch: i64) -> Result<Option<Vec<E
     let types = query.type_names();
     let rows = sqlx::query_as!(
         EventRow,
-        r#"select id as "id: EventId", type as kind, occurred_at, data
-             from event
-            where manager_id = $1 and id > $2 and ($3::text[] is null or type = any($3))
-            order by id
+        r#"select e.id as "id: EventId", e.type as kind, e.occurred_at, event_data(e) as "data!"
+             from event e
+            where e.manager_id = $1 and e.id > $2 and ($3::text[] is null or e.type = any($3))
+            order by e.id
             limit $4"#,
         query.manager.as_str(),
         after,
@@ -88,26 +88,21 @@ fn row_number<S: serde::Serializer>(id: &Option<ProductId>, s: S) -> Result<S::O
     id.map(ProductId::get).serialize(s)
 }
 
-/// Why a product's stock changed.
+/// Why a product's stock changed, for the events the service makes (orders
+/// and upserts write theirs as columns, in SQL: see `event_append_rows`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// An order sold it.
-    Order,
     /// A cancelled order returned it.
     Cancel,
     /// A stock adjustment.
     Adjustment,
-    /// An add-or-update batch set it.
-    Upsert,
 }
 
 impl Reason {
     fn as_str(self) -> &'static str {
         match self {
-            Self::Order => "order",
             Self::Cancel => "cancel",
             Self::Adjustment => "adjustment",
-            Self::Upsert => "upsert",
         }
     }
 }
@@ -245,7 +240,7 @@ mod tests {
             quantity,
             version: 3,
             threshold,
-            reason: Reason::Order,
+            reason: Reason::Cancel,
             reference: Some(OrderId::from_db(9)),
         }
         .events()
@@ -258,7 +253,7 @@ mod tests {
         assert_eq!(
             events[0].data,
             json!({"product_id": "prod_001", "quantity": 7, "previous_quantity": 10, "delta": -3,
-                   "version": 3, "reason": "order", "reference": "ord_009"})
+                   "version": 3, "reason": "cancel", "reference": "ord_009"})
         );
         assert!(change(5, 5, Some(10)).is_empty(), "no change, no event");
     }

@@ -192,41 +192,25 @@ async fn process_once(
                  from placed o
            ), evented as materialized (
                -- Last, after every product lock: the manager's event lock
-               -- (see event_append). The events: each product's stock
-               -- change (and low stock), then the order as
-               -- GET /api/orders/{id} shows it. None when nothing was sold.
-               select event_append($1, jsonb_agg(e.event order by e.kind, e.product_id)) as done
+               -- (see event_append). The events, as columns (event_data
+               -- builds their JSON when they are read): each product's
+               -- stock change (and low stock), then the order. None when
+               -- nothing was sold.
+               select event_append_rows($1, array_agg(e.event order by e.kind, (e.event).product_id)) as done
                  from (
-                   select 1 as kind, s.id as product_id, jsonb_build_object(
-                              'type', 'inventory.changed', 'product_id', s.id,
-                              'data', jsonb_build_object(
-                                  'product_id', public_id('prod_', s.id), 'quantity', s.after,
-                                  'previous_quantity', s.before, 'delta', s.after - s.before,
-                                  'version', s.version, 'reason', 'order', 'reference', public_id('ord_', o.id)))
+                   select 1 as kind, event_row('inventory.changed', product_id => s.id, quantity => s.after,
+                                               previous_quantity => s.before, version => s.version,
+                                               reason => 'order', order_id => o.id)
                      from sold s, placed o
                    union all
-                   select 2, s.id, jsonb_build_object(
-                              'type', 'inventory.low_stock', 'product_id', s.id,
-                              'data', jsonb_build_object(
-                                  'product_id', public_id('prod_', s.id), 'quantity', s.after,
-                                  'threshold', s.threshold, 'version', s.version))
+                   select 2, event_row('inventory.low_stock', product_id => s.id, quantity => s.after,
+                                       threshold => s.threshold, version => s.version)
                      from sold s
                     where s.before >= s.threshold and s.after < s.threshold
                    union all
-                   select 3, 0, jsonb_build_object(
-                              'type', 'order.processed', 'product_id', null,
-                              'data', jsonb_build_object(
-                                  'order_id', public_id('ord_', o.id), 'status', 'processed',
-                                  'customer', jsonb_build_object('id', $4::text, 'email', $5::text),
-                                  'total_amount', o.total_amount, 'created_at', rfc3339(o.created_at),
-                                  'cancelled_at', null,
-                                  'products', (select jsonb_agg(jsonb_build_object(
-                                                   'product_id', public_id('prod_', s.id), 'name', s.name,
-                                                   'quantity', s.qty, 'unit_price', s.price,
-                                                   'line_total', (s.price * s.qty)::numeric(18, 2))
-                                                 order by s.line_no) from sold s)))
+                   select 3, event_row('order.processed', order_id => o.id)
                      from placed o
-                 ) e (kind, product_id, event)
+                 ) e (kind, event)
            )
            select r.line_no as "line_no!", r.qty as "requested!", l.quantity as "available?",
                   l.discontinued as "discontinued?", o.id as "order_id?", o.total_amount as "total?",

@@ -4,14 +4,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{
-    Committed, Failure,
-    events::{self, NewEvent, Reason, StockChange},
-    is_transient, retrying, violates,
-};
+use super::{Committed, Failure, is_transient, retrying, violates};
 use crate::domain::{
     ManagerId, Money, ProductId,
-    event::EventType,
     problems::Details,
     product::{ProductStatus, UpsertProducts},
 };
@@ -313,15 +308,44 @@ async fn upsert_once(
                select * from updated union all select * from inserted
            ), audited as materialized (
                select audit_append($6, (select array_agg(id order by ord) from input), null, false) as done
+           ), evented as materialized (
+               -- Last, after every product lock: the manager's event lock
+               -- (see event_append). The events, as columns (event_data
+               -- builds their JSON when they are read), item by item: the
+               -- product as its read shows it, then its stock change (none
+               -- when the quantity is the same; a new product's is from
+               -- none) and the threshold crossed (a new product crosses
+               -- none: it had no stock to be at or above it).
+               select event_append_rows($1, array_agg(e.event order by e.ord, e.kind)) as done
+                 from (
+                   select i.ord, 1 as kind,
+                          event_row(case when i.is_new then 'product.created' else 'product.updated' end,
+                                    product_id => w.id, name => i.name, price => i.price, quantity => i.quantity,
+                                    discontinued => w.discontinued, created_at => w.created_at,
+                                    updated_at => w.updated_at, threshold => w.low_stock_threshold,
+                                    version => w.version)
+                     from input i join written w using (id)
+                   union all
+                   select i.ord, 2,
+                          event_row('inventory.changed', product_id => w.id, quantity => i.quantity,
+                                    previous_quantity => coalesce(b.quantity, 0), version => w.version,
+                                    reason => 'upsert')
+                     from input i join written w using (id) left join before b using (id)
+                    where i.quantity <> coalesce(b.quantity, 0)
+                   union all
+                   select i.ord, 3,
+                          event_row('inventory.low_stock', product_id => w.id, quantity => i.quantity,
+                                    threshold => w.low_stock_threshold, version => w.version)
+                     from input i join written w using (id) join before b using (id)
+                    where b.quantity >= w.low_stock_threshold and i.quantity < w.low_stock_threshold
+                 ) e (ord, kind, event)
            )
            select i.id as "id!: ProductId", i.name as "name!", i.price as "price!: Money",
-                  i.quantity as "quantity!", i.is_new as "is_new!", b.quantity as "previous?",
-                  w.version as "version!", w.low_stock_threshold as "threshold?",
-                  w.discontinued as "discontinued!", w.created_at as "created_at!", w.updated_at as "updated_at!"
+                  i.quantity as "quantity!"
              from input i
              join written w using (id)
-             left join before b using (id)
              left join audited on true
+             left join evented on true
             order by i.ord"#,
         batch.manager.as_str(),
         &target_ids as _,
@@ -335,50 +359,15 @@ async fn upsert_once(
     )
     .fetch_all(&mut tx)
     .await?;
-    let mut events = Vec::new();
-    let mut products = Vec::with_capacity(rows.len());
-    for r in rows {
-        let detail = ProductDetail {
+    let products = rows
+        .into_iter()
+        .map(|r| ProductRow {
             id: r.id,
             name: r.name,
             price: r.price,
             quantity: r.quantity,
-            status: ProductStatus::of(r.quantity, r.discontinued),
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            low_stock_threshold: r.threshold,
-            version: r.version,
-        };
-        let kind = if r.is_new {
-            EventType::ProductCreated
-        } else {
-            EventType::ProductUpdated
-        };
-        events.push(NewEvent {
-            kind,
-            product_id: Some(detail.id),
-            data: crate::db::json_param(&detail)?,
-        });
-        // A new product's stock changes from none (and crosses no
-        // threshold: it had no stock to be at or above it).
-        let change = StockChange {
-            product: detail.id,
-            previous: r.previous.unwrap_or(0),
-            quantity: detail.quantity,
-            version: detail.version,
-            threshold: r.previous.and(detail.low_stock_threshold),
-            reason: Reason::Upsert,
-            reference: None,
-        };
-        events.extend(change.events());
-        products.push(ProductRow {
-            id: detail.id,
-            name: detail.name,
-            price: detail.price,
-            quantity: detail.quantity,
-        });
-    }
-    events::append(&mut tx, &batch.manager, &events).await?;
+        })
+        .collect();
     tx.commit().await?;
     Ok(products)
 }
@@ -407,9 +396,8 @@ pub async fn discontinue(
            ), audited as materialized (
                select audit_append($3, array[b.id], null, false) as done from before b
            ), evented as materialized (
-               select event_append($1, jsonb_build_array(jsonb_build_object(
-                          'type', 'product.discontinued', 'product_id', d.id,
-                          'data', jsonb_build_object('product_id', public_id('prod_', d.id), 'version', d.version))))
+               select event_append_rows($1, array_agg(event_row('product.discontinued', product_id => d.id,
+                                                                version => d.version)))
                  from done d
            )
            select b.id as "id!: ProductId" from before b left join audited on true left join evented on true"#,

@@ -147,6 +147,10 @@ async fn every_write_records_its_events_in_the_shapes_the_reads_show(db: PgPool)
                "version": 4, "reason": "cancel", "reference": "ord_001"})
     );
     assert_eq!(events[7]["data"], cancelled);
+    assert_eq!(
+        events[4]["data"], sold,
+        "order.processed still shows the order as it was processed after the cancel"
+    );
 
     // The same quantity: updated, no stock event; the threshold is kept,
     // then removed with null.
@@ -177,6 +181,36 @@ async fn every_write_records_its_events_in_the_shapes_the_reads_show(db: PgPool)
 
     // Another manager's feed is its own.
     assert!(all_events(&app, "someone_else").await.is_empty());
+}
+
+/// An event stored as columns must have the columns its type's data is
+/// built from; one with data of its own needs none.
+#[sqlx::test]
+async fn an_event_without_data_must_have_its_types_columns(db: PgPool) {
+    let insert = |sql: &'static str| {
+        let db = db.clone();
+        async move { sqlx::query(sql).execute(&db).await }
+    };
+    for incomplete in [
+        "insert into event (manager_id, type, product_id, quantity, version, reason) values ('m', 'inventory.changed', 1, 5, 2, 'order')",
+        "insert into event (manager_id, type, product_id, quantity, version) values ('m', 'inventory.low_stock', 1, 5, 2)",
+        "insert into event (manager_id, type, product_id) values ('m', 'product.discontinued', 1)",
+        "insert into event (manager_id, type) values ('m', 'order.processed')",
+        "insert into event (manager_id, type, order_id) values ('m', 'order.cancelled', 1)",
+    ] {
+        let err = insert(incomplete).await.expect_err(incomplete);
+        let constraint = err.as_database_error().and_then(|e| e.constraint().map(str::to_owned));
+        assert_eq!(constraint.as_deref(), Some("event_data_or_columns"), "{incomplete}");
+    }
+    insert("insert into event (manager_id, type, data) values ('m', 'order.cancelled', '{}')")
+        .await
+        .unwrap();
+    let data: Value =
+        sqlx::query_scalar("select event_data(e) from event e where manager_id = 'm' and type = 'order.cancelled'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(data, json!({}));
 }
 
 #[sqlx::test]
@@ -468,7 +502,7 @@ async fn the_cursor_never_skips_or_repeats_under_concurrent_writers(_shared: PgP
 
     for m in 0..MANAGERS {
         let committed: Vec<(i64, String, Option<i64>, Value)> =
-            sqlx::query_as("select id, type, product_id, data from event where manager_id = $1 order by id")
+            sqlx::query_as("select id, type, product_id, event_data(e) from event e where manager_id = $1 order by id")
                 .bind(manager(m))
                 .fetch_all(&db)
                 .await

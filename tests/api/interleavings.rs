@@ -321,9 +321,9 @@ async fn random_interleavings_keep_every_stock_rule(db: PgPool) {
     // before ended; every order has one `order.processed` and every
     // cancelled order one `order.cancelled`, and there are no others.
     let changed: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-        "select product_id, (data->>'previous_quantity')::bigint, (data->>'delta')::bigint,
-                (data->>'quantity')::bigint
-           from event where type = 'inventory.changed' order by manager_id, id",
+        "select product_id, (event_data(e)->>'previous_quantity')::bigint, (event_data(e)->>'delta')::bigint,
+                (event_data(e)->>'quantity')::bigint
+           from event e where type = 'inventory.changed' order by manager_id, id",
     )
     .fetch_all(&db)
     .await
@@ -351,11 +351,12 @@ async fn random_interleavings_keep_every_stock_rule(db: PgPool) {
     let events_of = |kind: &'static str| {
         let db = db.clone();
         async move {
-            let mut ids: Vec<String> = sqlx::query_scalar("select data->>'order_id' from event where type = $1")
-                .bind(kind)
-                .fetch_all(&db)
-                .await
-                .unwrap();
+            let mut ids: Vec<String> =
+                sqlx::query_scalar("select event_data(e)->>'order_id' from event e where type = $1")
+                    .bind(kind)
+                    .fetch_all(&db)
+                    .await
+                    .unwrap();
             ids.sort();
             ids
         }
