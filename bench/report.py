@@ -132,10 +132,12 @@ def cmd_pgbench(out, stdout_path, log_prefix, clients):
                   + ("  ABORTED" if run["aborted"] or not tps else ""))
 
 
-def cmd_webhooks(run_json, events_path, receiver_log, load_end, wait_end, timed_out, drain_timeout, endpoints):
+def cmd_webhooks(run_json, events_path, receiver_log, load_end, wait_end, timed_out, drain_timeout, endpoints,
+                 feed_lags_path=None):
     """Adds a "webhooks" section to a run: the run's events (id, occurred_at
     as Unix seconds, from the database) against the receiver's log (one line
-    per delivery: path, webhook-id, arrival, body timestamp)."""
+    per delivery: path, webhook-id, arrival, body timestamp); and the feed's
+    lag as a reader at its end saw it during the load (one lag per line)."""
     occurred = {}
     for line in open(events_path, encoding="utf-8"):
         event_id, _, at = line.strip().partition("\t")
@@ -202,13 +204,19 @@ def cmd_webhooks(run_json, events_path, receiver_log, load_end, wait_end, timed_
         "lag_all_p50_s_at_least": percentile(bounds, 50) if missing else None,
         "lag_all_p99_s_at_least": percentile(bounds, 99) if missing else None,
     }
+    feed = sorted(float(x) for x in open(feed_lags_path, encoding="ascii")) if feed_lags_path else []
+    hooks["feed_events"] = len(feed)
+    hooks["feed_lag_p50_s"] = percentile(feed, 50)
+    hooks["feed_lag_p99_s"] = percentile(feed, 99)
+    hooks["feed_lag_max_s"] = feed[-1] if feed else None
     run = json.load(open(run_json, encoding="utf-8"))
     run["webhooks"] = hooks
     write_json(run_json, run)
     fmt_s = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     progress(run_json, f"{hooks['delivered']:>10,} of {hooks['expected']:,} delivered  lag p50 "
                        f"{fmt_s(hooks['lag_p50_s'])} s p99 {fmt_s(hooks['lag_p99_s'])} s max "
-                       f"{fmt_s(hooks['lag_max_s'])} s  drain {fmt_s(hooks['drain_s'])} s"
+                       f"{fmt_s(hooks['lag_max_s'])} s  drain {fmt_s(hooks['drain_s'])} s  feed lag p99 "
+                       f"{fmt_s(hooks['feed_lag_p99_s'])} s max {fmt_s(hooks['feed_lag_max_s'])} s"
                        + (f"  (waited {drain_timeout} s: not drained)" if hooks["timed_out"] else ""))
 
 
@@ -306,6 +314,11 @@ def summarise(runs):
                     "projected_drain_s": median(h.get("projected_drain_s") for h in hooks),
                     "lag_all_p50_s_at_least": median(h.get("lag_all_p50_s_at_least") for h in hooks),
                     "lag_all_p99_s_at_least": median(h.get("lag_all_p99_s_at_least") for h in hooks),
+                    "feed_events": sum(h.get("feed_events", 0) for h in hooks),
+                    "feed_lag_p50_s": median(h.get("feed_lag_p50_s") for h in hooks),
+                    "feed_lag_p99_s": median(h.get("feed_lag_p99_s") for h in hooks),
+                    "feed_lag_max_s": max((h["feed_lag_max_s"] for h in hooks if h.get("feed_lag_max_s") is not None),
+                                          default=None),
                 }
         else:
             s["clients"] = rs[0].get("clients")
@@ -464,7 +477,8 @@ def markdown(ctx, table, sweep_table, audit, label, loadavg=None):
                   "endpoints are then deleted, which drops what is still queued.",
                   "", "| scenario | req/s | vs without endpoints | events | delivered / expected | duplicates "
                   "| lag p50 s | lag p99 s (min–max of runs) | lag max s | drain s (max) | deliveries/s "
-                  "(after the load) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "(after the load) | feed lag p50 / p99 / max s (events read) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row, s, vs in hooks:
             h = s["webhooks"]
             drain = (f"{fmt(h['drain_s'])} ({fmt(h['drain_s_max'])})" if h["drain_s"] is not None
@@ -475,12 +489,16 @@ def markdown(ctx, table, sweep_table, audit, label, loadavg=None):
                 f"| {row['scenario']} | {fmt(s.get('rps'), 0)} | {fmt(vs)} | {h['events']:,} "
                 f"| {h['delivered']:,} / {h['expected']:,} | {h['duplicates']:,} | {fmt(h['lag_p50_s'], 3)} "
                 f"| {fmt(h['lag_p99_s'], 3)} ({fmt(lo, 3)}–{fmt(hi, 3)}) | {fmt(h['lag_max_s'], 3)} | {drain} "
-                f"| {fmt(h['delivery_rate'], 0)} ({fmt(h['drain_rate'], 0)}) |")
+                f"| {fmt(h['delivery_rate'], 0)} ({fmt(h['drain_rate'], 0)}) "
+                f"| {fmt(h.get('feed_lag_p50_s'), 3)} / {fmt(h.get('feed_lag_p99_s'), 3)} / "
+                f"{fmt(h.get('feed_lag_max_s'), 3)} ({h.get('feed_events', 0):,}) |")
         lines += ["", "Events, delivered and expected are summed over the repeats; lags and drain are medians "
                   "of the runs' figures, max the largest of any run. The lags are those of the deliveries that "
                   "arrived; deliveries/s from the run's first event to its last delivery, and (in brackets) once "
                   "the load had stopped. A run not drained: projected = the wait plus what was missing at the "
-                  "rate after the load."]
+                  "rate after the load. Feed lag: during the load, one reader follows the feeds of four of the "
+                  "managers at their end (`GET /api/events?after=`, in turn, as fast as answers come); for each "
+                  "new event, the answer's time minus the event's `occurred_at` (its own polling included)."]
         missing = [(row["scenario"], s["webhooks"]) for row, s, _ in hooks if s["webhooks"]["missing"]]
         for scenario, h in missing:
             lines.append(f"- {scenario}: {h['missing']:,} deliveries missing at the end of the waits; counting "

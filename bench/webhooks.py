@@ -13,6 +13,12 @@ Standard library only. Subcommands (bench/run calls them):
                              in OUT; prints the number of requests sent
   delete BASE FILE           deletes the endpoints listed in FILE; prints the
                              number of requests sent
+  tail BASE FIRST LAST SECS OUT
+                             reads the feeds of mgr_FIRST .. mgr_LAST at their end,
+                             in turn, as fast as answers come, for SECS seconds;
+                             one line per new event in OUT: the time from its
+                             occurred_at to the answer that first showed it (the
+                             feed's lag, the reader's own polling included)
 
 The receiver is one asyncio process that parses only what it records (the
 request line, the webhook-id header and the body's "timestamp"), so it takes
@@ -129,7 +135,45 @@ def delete(base, path):
     print(sent)
 
 
-COMMANDS = {"receiver": receiver, "register": register, "delete": delete}
+def parse_time(text):
+    """Unix seconds of an RFC 3339 UTC time as the service prints it."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def tail(base, first, last, seconds, out):
+    c = connection(base)
+    managers = [f"mgr_{m}" for m in range(int(first), int(last) + 1)]
+    cursors = {}
+
+    def page(manager):
+        after = cursors.get(manager)
+        path = f"/api/events?manager_id={manager}&limit=1000" + (f"&after={after}" if after else "")
+        status, body = call(c, "GET", path)
+        if status != 200:
+            sys.exit(f"reading the feed of {manager}: HTTP {status}: {body[:300]!r}")
+        return time.time(), json.loads(body)["events"]
+
+    # Start at each feed's end: what is there already is not timed.
+    for manager in managers:
+        while True:
+            _, events = page(manager)
+            if not events:
+                break
+            cursors[manager] = events[-1]["id"]
+    end = time.time() + float(seconds)
+    with open(out, "w", encoding="ascii") as f:
+        while time.time() < end:
+            for manager in managers:
+                answered, events = page(manager)
+                for event in events:
+                    f.write(f"{answered - parse_time(event['occurred_at']):.6f}\n")
+                if events:
+                    cursors[manager] = events[-1]["id"]
+
+
+COMMANDS = {"receiver": receiver, "register": register, "delete": delete, "tail": tail}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -55,7 +55,6 @@ with input as materialized (
                'error_code', null, 'duration_ms', 0.2, 'client_addr', '127.0.0.1:40000',
                'product_ids', '[]'::jsonb, 'order_id', null, 'attempt', gen_random_uuid()),
            (select array_agg(id order by ord) from input), null, false) as done
-)
 ), evented as materialized (
     select event_append_rows('mgr_' || :m, array_agg(e.event order by e.ord, e.kind)) as done
       from (
