@@ -18,7 +18,8 @@ Standard library only. Subcommands (bench/run calls them):
                              in turn, as fast as answers come, for SECS seconds;
                              one line per new event in OUT: the time from its
                              occurred_at to the answer that first showed it (the
-                             feed's lag, the reader's own polling included)
+                             feed's lag, the reader's own polling included);
+                             prints the number of requests sent
 
 The receiver is one asyncio process that parses only what it records (the
 request line, the webhook-id header and the body's "timestamp"), so it takes
@@ -145,9 +146,10 @@ def parse_time(text):
 def tail(base, first, last, seconds, out):
     c = connection(base)
     managers = [f"mgr_{m}" for m in range(int(first), int(last) + 1)]
-    cursors = {}
+    cursors, sent = {}, [0]
 
     def page(manager):
+        sent[0] += 1
         after = cursors.get(manager)
         path = f"/api/events?manager_id={manager}&limit=1000" + (f"&after={after}" if after else "")
         status, body = call(c, "GET", path)
@@ -171,6 +173,7 @@ def tail(base, first, last, seconds, out):
                     f.write(f"{answered - parse_time(event['occurred_at']):.6f}\n")
                 if events:
                     cursors[manager] = events[-1]["id"]
+    print(sent[0])
 
 
 COMMANDS = {"receiver": receiver, "register": register, "delete": delete, "tail": tail}

@@ -169,6 +169,12 @@ async fn every_write_records_its_events_in_the_shapes_the_reads_show(db: PgPool)
         (json!(5), json!(5))
     );
     assert_eq!(events[9]["data"]["low_stock_threshold"], Value::Null);
+    let now = body(app.get(&format!("{PRODUCTS}/prod_001?manager_id={m}")).await).await;
+    assert_eq!(
+        events[9]["data"].to_string(),
+        now.to_string(),
+        "product.updated is the product as its read shows it, amounts printed alike (14.5)"
+    );
 
     // Discontinued once; again changes nothing.
     app.discontinue(m, "prod_001").await;
