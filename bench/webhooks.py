@@ -32,6 +32,7 @@ import json
 import re
 import sys
 import time
+from datetime import datetime
 from urllib.parse import urlparse
 
 TIMESTAMP = re.compile(rb'"timestamp":"([^"]*)"')
@@ -138,8 +139,6 @@ def delete(base, path):
 
 def parse_time(text):
     """Unix seconds of an RFC 3339 UTC time as the service prints it."""
-    from datetime import datetime
-
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 

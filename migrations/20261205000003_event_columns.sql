@@ -49,18 +49,16 @@ alter table event
     add column created_at        timestamptz,
     add column updated_at        timestamptz,
     add constraint event_data_or_columns check (
-        data is not null or case type
-            when 'product.created' then name is not null and price is not null and quantity is not null
-                                        and discontinued is not null and created_at is not null
-                                        and updated_at is not null and version is not null
-            when 'product.updated' then name is not null and price is not null and quantity is not null
-                                        and discontinued is not null and created_at is not null
-                                        and updated_at is not null and version is not null
-            when 'inventory.changed' then quantity is not null and previous_quantity is not null
-                                          and version is not null and reason is not null
-            when 'inventory.low_stock' then quantity is not null and threshold is not null and version is not null
-            when 'product.discontinued' then version is not null
-            when 'order.processed' then order_id is not null
+        data is not null or case
+            when type in ('product.created', 'product.updated')
+                then name is not null and price is not null and quantity is not null and discontinued is not null
+                     and created_at is not null and updated_at is not null and version is not null
+            when type = 'inventory.changed'
+                then quantity is not null and previous_quantity is not null and version is not null
+                     and reason is not null
+            when type = 'inventory.low_stock' then quantity is not null and threshold is not null and version is not null
+            when type = 'product.discontinued' then version is not null
+            when type = 'order.processed' then order_id is not null
             else false
         end);
 
@@ -126,31 +124,24 @@ end $$;
 -- 14.50).
 create function event_data(e event) returns jsonb
 language sql stable parallel safe as $$
-    select coalesce(e.data, case e.type
-        when 'product.created' then jsonb_build_object(
+    select coalesce(e.data, case
+        when e.type in ('product.created', 'product.updated') then jsonb_build_object(
             'id', public_id('prod_', e.product_id), 'name', e.name, 'price', trim_scale(e.price),
             'quantity', e.quantity,
             'status', case when e.discontinued then 'discontinued'
                            when e.quantity > 0 then 'in_stock' else 'out_of_stock' end,
             'created_at', rfc3339(e.created_at), 'updated_at', rfc3339(e.updated_at),
             'low_stock_threshold', e.threshold, 'version', e.version)
-        when 'product.updated' then jsonb_build_object(
-            'id', public_id('prod_', e.product_id), 'name', e.name, 'price', trim_scale(e.price),
-            'quantity', e.quantity,
-            'status', case when e.discontinued then 'discontinued'
-                           when e.quantity > 0 then 'in_stock' else 'out_of_stock' end,
-            'created_at', rfc3339(e.created_at), 'updated_at', rfc3339(e.updated_at),
-            'low_stock_threshold', e.threshold, 'version', e.version)
-        when 'inventory.changed' then jsonb_build_object(
+        when e.type = 'inventory.changed' then jsonb_build_object(
             'product_id', public_id('prod_', e.product_id), 'quantity', e.quantity,
             'previous_quantity', e.previous_quantity, 'delta', e.quantity - e.previous_quantity,
             'version', e.version, 'reason', e.reason, 'reference', public_id('ord_', e.order_id))
-        when 'inventory.low_stock' then jsonb_build_object(
+        when e.type = 'inventory.low_stock' then jsonb_build_object(
             'product_id', public_id('prod_', e.product_id), 'quantity', e.quantity,
             'threshold', e.threshold, 'version', e.version)
-        when 'product.discontinued' then jsonb_build_object(
+        when e.type = 'product.discontinued' then jsonb_build_object(
             'product_id', public_id('prod_', e.product_id), 'version', e.version)
-        when 'order.processed' then (
+        when e.type = 'order.processed' then (
             select jsonb_build_object(
                        'order_id', public_id('ord_', o.id), 'status', 'processed',
                        'customer', jsonb_build_object('id', o.customer_id, 'email', o.customer_email),
