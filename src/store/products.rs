@@ -156,6 +156,109 @@ pub struct Existing {
     pub id: ProductId,
     /// Its name's comparison key (`ProductName::key`).
     pub key: String,
+    /// What its events need of it: the values before this change.
+    pub before: Before,
+}
+
+/// The values of an existing product that its events need, read when the
+/// batch locks it (so nothing changes them before the batch commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Before {
+    /// Units in stock.
+    pub quantity: i32,
+    /// Its version (the change makes it one more).
+    pub version: i64,
+    /// Its low-stock threshold.
+    pub threshold: Option<i32>,
+    /// Whether it is discontinued (an upsert keeps that).
+    pub discontinued: bool,
+    /// When it was created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One event of an upsert, as the statement passes it to
+/// `event_append_columns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpsertEvent {
+    /// The item it is about (1 for the first item).
+    pub item: i32,
+    /// Its type.
+    pub kind: &'static str,
+    /// The quantity after the change (every event carries it).
+    pub quantity: i32,
+    /// The product's version after the change.
+    pub version: i64,
+    /// `inventory.changed`: the quantity before.
+    pub previous: Option<i32>,
+    /// The threshold after the change (`product.*` and `inventory.low_stock`).
+    pub threshold: Option<i32>,
+    /// `product.*`: the name, price and whether it is discontinued.
+    pub product: Option<(String, rust_decimal::Decimal, bool)>,
+    /// `product.updated`: when it was created (none for a product the
+    /// statement creates: the transaction's time).
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The events of `batch` applied with `targets` (from `plan`) to the
+/// products `before` describes, in feed order: item by item, the product
+/// as its read shows it (`product.created` or `product.updated`), then its
+/// stock change (none when the quantity is the same; a new product's is
+/// from none) and the threshold crossed (a new product crosses none: it had
+/// no stock to be at or above it).
+pub fn upsert_events(
+    batch: &UpsertProducts,
+    targets: &[Option<ProductId>],
+    before: &HashMap<ProductId, Before>,
+) -> Vec<UpsertEvent> {
+    let mut events = Vec::with_capacity(batch.items.len() * 2);
+    for (i, (item, target)) in batch.items.iter().zip(targets).enumerate() {
+        let was = target.and_then(|id| before.get(&id));
+        let version = was.map_or(1, |b| b.version + 1);
+        let threshold = item
+            .low_stock_threshold
+            .unwrap_or_else(|| was.and_then(|b| b.threshold));
+        let previous = was.map(|b| b.quantity);
+        let event = |kind| UpsertEvent {
+            item: i32::try_from(i + 1).expect("a batch holds at most 1,000 items"),
+            kind,
+            quantity: item.quantity,
+            version,
+            previous: None,
+            threshold: None,
+            product: None,
+            created: None,
+        };
+        events.push(UpsertEvent {
+            threshold,
+            product: Some((
+                item.name.as_str().to_owned(),
+                item.price.amount(),
+                was.is_some_and(|b| b.discontinued),
+            )),
+            created: was.map(|b| b.created_at),
+            ..event(if was.is_some() {
+                "product.updated"
+            } else {
+                "product.created"
+            })
+        });
+        if item.quantity != previous.unwrap_or(0) {
+            events.push(UpsertEvent {
+                previous: Some(previous.unwrap_or(0)),
+                ..event("inventory.changed")
+            });
+        }
+        if let (Some(p), Some(t)) = (previous, threshold)
+            && p >= t
+            && item.quantity < t
+        {
+            events.push(UpsertEvent {
+                threshold: Some(t),
+                ..event("inventory.low_stock")
+            });
+        }
+    }
+    events
 }
 
 /// Decides, for each item of `batch`, which existing product it updates
@@ -252,9 +355,9 @@ async fn upsert_once(
     let keys: Vec<String> = batch.items.iter().map(|item| item.name.key()).collect();
     let mut tx = db.begin().await?;
     // Lock in id order, as every writer does, so two writers cannot deadlock.
-    let existing = sqlx::query_as!(
-        Existing,
-        r#"select id as "id: ProductId", name_key as key
+    let existing: Vec<Existing> = sqlx::query!(
+        r#"select id as "id: ProductId", name_key as "key!", quantity as "quantity!", version as "version!",
+                  low_stock_threshold, discontinued_at is not null as "discontinued!", created_at
              from product
             where manager_id = $1 and (id = any($2) or name_key = any($3))
             order by id
@@ -264,8 +367,23 @@ async fn upsert_once(
         &keys,
     )
     .fetch_all(&mut tx)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| Existing {
+        id: r.id,
+        key: r.key,
+        before: Before {
+            quantity: r.quantity,
+            version: r.version,
+            threshold: r.low_stock_threshold,
+            discontinued: r.discontinued,
+            created_at: r.created_at,
+        },
+    })
+    .collect();
     let targets = plan(batch, &existing).map_err(Failure::Refused)?;
+    let before: HashMap<ProductId, Before> = existing.iter().map(|e| (e.id, e.before)).collect();
+    let events = upsert_events(batch, &targets, &before);
 
     let target_ids: Vec<Option<i64>> = targets.iter().map(|t| t.map(ProductId::get)).collect();
     let names: Vec<&str> = batch.items.iter().map(|item| item.name.as_str()).collect();
@@ -274,18 +392,27 @@ async fn upsert_once(
     let thresholds: Vec<Option<i32>> = batch.items.iter().map(|i| i.low_stock_threshold.flatten()).collect();
     let thresholds_given: Vec<bool> = batch.items.iter().map(|i| i.low_stock_threshold.is_some()).collect();
     let entry = crate::db::json_param(audit)?;
-    // `before` reads the rows the first statement locked: their values
-    // before this statement's update (a data-modifying CTE's changes are
-    // not visible to its siblings).
-    let rows = sqlx::query!(
+    let column = |f: fn(&UpsertEvent) -> Option<i32>| events.iter().map(f).collect::<Vec<_>>();
+    let event_items: Vec<i32> = events.iter().map(|e| e.item).collect();
+    let event_types: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let event_quantities: Vec<i32> = events.iter().map(|e| e.quantity).collect();
+    let event_versions: Vec<i64> = events.iter().map(|e| e.version).collect();
+    let event_reasons: Vec<Option<&str>> = events.iter().map(|e| e.previous.map(|_| "upsert")).collect();
+    let event_names: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.product.as_ref().map(|p| p.0.as_str()))
+        .collect();
+    let event_prices: Vec<Option<rust_decimal::Decimal>> =
+        events.iter().map(|e| e.product.as_ref().map(|p| p.1)).collect();
+    let event_discontinued: Vec<Option<bool>> = events.iter().map(|e| e.product.as_ref().map(|p| p.2)).collect();
+    let event_created: Vec<_> = events.iter().map(|e| e.created).collect();
+    let products = sqlx::query_as!(
+        ProductRow,
         r#"with input as materialized (
                select t.ord, coalesce(t.id, nextval('product_id_seq')) as id, t.id is null as is_new,
                       t.name, t.name_key, t.price, t.quantity, t.threshold, t.threshold_given
                  from unnest($2::bigint[], $3::text[], $7::text[], $4::numeric[], $5::int[], $8::int[], $9::bool[])
                       with ordinality as t(id, name, name_key, price, quantity, threshold, threshold_given, ord)
-           ), before as materialized (
-               select p.id, p.quantity from product p
-                where p.manager_id = $1 and p.id in (select id from input where not is_new)
            ), updated as (
                update product p
                   set name = i.name, name_key = i.name_key, price = i.price, quantity = i.quantity,
@@ -294,8 +421,6 @@ async fn upsert_once(
                       version = p.version + 1, updated_at = now()
                  from input i
                 where not i.is_new and p.manager_id = $1 and p.id = i.id
-            returning p.id, p.version, p.low_stock_threshold, p.discontinued_at is not null as discontinued,
-                      p.created_at, p.updated_at
            ), inserted as (
                -- New names are inserted in name-key order, the same order in
                -- every transaction: two batches creating the same names then
@@ -303,47 +428,20 @@ async fn upsert_once(
                -- holding a name the other needs (a deadlock).
                insert into product (manager_id, id, name, name_key, price, quantity, low_stock_threshold)
                select $1, id, name, name_key, price, quantity, threshold from input where is_new order by name_key
-            returning id, version, low_stock_threshold, false as discontinued, created_at, updated_at
-           ), written as (
-               select * from updated union all select * from inserted
+           ), item_ids as materialized (
+               select array_agg(id order by ord) as ids from input
            ), audited as materialized (
-               select audit_append($6, (select array_agg(id order by ord) from input), null, false) as done
+               select audit_append($6, (select ids from item_ids), null, false) as done
            ), evented as materialized (
                -- Last, after every product lock: the manager's event lock
-               -- (see event_append). The events, as columns (event_data
-               -- builds their JSON when they are read), item by item: the
-               -- product as its read shows it, then its stock change (none
-               -- when the quantity is the same; a new product's is from
-               -- none) and the threshold crossed (a new product crosses
-               -- none: it had no stock to be at or above it).
-               select event_append_rows($1, array_agg(e.event order by e.ord, e.kind)) as done
-                 from (
-                   select i.ord, 1 as kind,
-                          event_row(case when i.is_new then 'product.created' else 'product.updated' end,
-                                    product_id => w.id, name => i.name, price => i.price, quantity => i.quantity,
-                                    discontinued => w.discontinued, created_at => w.created_at,
-                                    updated_at => w.updated_at, threshold => w.low_stock_threshold,
-                                    version => w.version)
-                     from input i join written w using (id)
-                   union all
-                   select i.ord, 2,
-                          event_row('inventory.changed', product_id => w.id, quantity => i.quantity,
-                                    previous_quantity => coalesce(b.quantity, 0), version => w.version,
-                                    reason => 'upsert')
-                     from input i join written w using (id) left join before b using (id)
-                    where i.quantity <> coalesce(b.quantity, 0)
-                   union all
-                   select i.ord, 3,
-                          event_row('inventory.low_stock', product_id => w.id, quantity => i.quantity,
-                                    threshold => w.low_stock_threshold, version => w.version)
-                     from input i join written w using (id) join before b using (id)
-                    where b.quantity >= w.low_stock_threshold and i.quantity < w.low_stock_threshold
-                 ) e (ord, kind, event)
+               -- (see event_append). The service computed the events from
+               -- the rows it locked (upsert_events).
+               select event_append_columns($1, (select ids from item_ids), $10, $11, $12, $13, $14, $15, $16, $17,
+                                           $18, $19, $20) as done
            )
            select i.id as "id!: ProductId", i.name as "name!", i.price as "price!: Money",
                   i.quantity as "quantity!"
              from input i
-             join written w using (id)
              left join audited on true
              left join evented on true
             order by i.ord"#,
@@ -356,18 +454,20 @@ async fn upsert_once(
         &keys,
         &thresholds as _,
         &thresholds_given,
+        &event_items,
+        &event_types as _,
+        &event_quantities,
+        &column(|e| e.previous) as _,
+        &event_versions,
+        &column(|e| e.threshold) as _,
+        &event_reasons as _,
+        &event_names as _,
+        &event_prices as _,
+        &event_discontinued as _,
+        &event_created as _,
     )
     .fetch_all(&mut tx)
     .await?;
-    let products = rows
-        .into_iter()
-        .map(|r| ProductRow {
-            id: r.id,
-            name: r.name,
-            price: r.price,
-            quantity: r.quantity,
-        })
-        .collect();
     tx.commit().await?;
     Ok(products)
 }
@@ -428,7 +528,102 @@ mod tests {
         Existing {
             id: ProductId::from_db(id),
             key: key.into(),
+            before: Before {
+                quantity: 10,
+                version: 3,
+                threshold: Some(5),
+                discontinued: false,
+                created_at: chrono::DateTime::UNIX_EPOCH,
+            },
         }
+    }
+
+    fn kinds(events: &[UpsertEvent]) -> Vec<(i32, &str)> {
+        events.iter().map(|e| (e.item, e.kind)).collect()
+    }
+
+    #[test]
+    fn upsert_events_follow_each_item_in_feed_order() {
+        let b = batch(json!([
+            {"name": "New", "price": 2.5, "quantity": 4},
+            {"name": "Same", "price": 1, "quantity": 10},
+            {"name": "Low", "price": 1, "quantity": 4},
+            {"name": "Empty", "price": 1, "quantity": 0}
+        ]));
+        let same = existing(1, "same");
+        let low = existing(2, "low");
+        let targets = [None, Some(same.id), Some(low.id), None];
+        let before = HashMap::from([(same.id, same.before), (low.id, low.before)]);
+        let events = upsert_events(&b, &targets, &before);
+        assert_eq!(
+            kinds(&events),
+            [
+                (1, "product.created"),
+                (1, "inventory.changed"),
+                (2, "product.updated"),
+                (3, "product.updated"),
+                (3, "inventory.changed"),
+                (3, "inventory.low_stock"),
+                (4, "product.created")
+            ]
+        );
+        // A new product: version 1, created by this transaction, its stock from none.
+        let created = &events[0];
+        assert_eq!((created.version, created.created, created.threshold), (1, None, None));
+        assert_eq!(
+            created.product,
+            Some(("New".to_owned(), rust_decimal::Decimal::new(25, 1), false))
+        );
+        assert_eq!((events[1].previous, events[1].quantity), (Some(0), 4));
+        // An update: one version more, its creation time kept, its threshold kept.
+        let updated = &events[2];
+        assert_eq!((updated.version, updated.threshold), (4, Some(5)));
+        assert_eq!(updated.created, Some(chrono::DateTime::UNIX_EPOCH));
+        assert_eq!(
+            (events[4].previous, events[4].quantity, events[4].version),
+            (Some(10), 4, 4)
+        );
+        assert_eq!((events[5].threshold, events[5].quantity), (Some(5), 4));
+    }
+
+    #[test]
+    fn upsert_events_use_the_threshold_the_item_sets() {
+        let b = batch(json!([
+            {"name": "A", "price": 1, "quantity": 4, "low_stock_threshold": null},
+            {"name": "B", "price": 1, "quantity": 9, "low_stock_threshold": 9},
+            {"name": "C", "price": 1, "quantity": 9, "low_stock_threshold": 10}
+        ]));
+        let (a, bb, c) = (existing(1, "a"), existing(2, "b"), existing(3, "c"));
+        let targets = [Some(a.id), Some(bb.id), Some(c.id)];
+        let before = HashMap::from([(a.id, a.before), (bb.id, bb.before), (c.id, c.before)]);
+        let events = upsert_events(&b, &targets, &before);
+        // A: no threshold any more, so none crossed; B: 9 is not below 9;
+        // C: from 10 (at the new threshold) to 9 crosses it.
+        assert_eq!(
+            kinds(&events),
+            [
+                (1, "product.updated"),
+                (1, "inventory.changed"),
+                (2, "product.updated"),
+                (2, "inventory.changed"),
+                (3, "product.updated"),
+                (3, "inventory.changed"),
+                (3, "inventory.low_stock")
+            ]
+        );
+        assert_eq!(events[0].threshold, None);
+        assert_eq!(events[2].threshold, Some(9));
+        assert_eq!(events[6].threshold, Some(10));
+    }
+
+    #[test]
+    fn upsert_events_keep_a_discontinued_product_discontinued() {
+        let b = batch(json!([{"name": "Gone", "price": 1, "quantity": 10}]));
+        let mut gone = existing(7, "gone");
+        gone.before.discontinued = true;
+        let events = upsert_events(&b, &[Some(gone.id)], &HashMap::from([(gone.id, gone.before)]));
+        assert_eq!(kinds(&events), [(1, "product.updated")]);
+        assert_eq!(events[0].product.as_ref().map(|p| p.2), Some(true));
     }
 
     #[test]
