@@ -27,6 +27,7 @@ mod proxy;
 mod rate_limit;
 mod redis_failover;
 mod redis_outage;
+mod schema;
 mod smoke;
 mod spill;
 mod webhooks;
