@@ -67,10 +67,11 @@ alter table order_line alter column unit_price type line_price;
 
 -- The event's type. The rule that an event without `data` has the columns
 -- its type needs (event_data_or_columns) is dropped: it cost a CASE of
--- ten branches in every write, and the events are written by
--- event_append and event_append_rows alone, whose callers are tested to
--- record every type with its columns (and the feed to show every event
--- with its data).
+-- ten branches in every write, and the events are written by the append
+-- functions alone (event_append, event_append_rows, and the next
+-- migration's event_append_columns), whose callers are tested to record
+-- every type with its columns (and the feed to show every event with its
+-- data).
 alter table event
     drop constraint event_type_known,
     drop constraint event_data_or_columns,
