@@ -77,22 +77,14 @@ async fn every_column_rule_refuses_a_bad_value_written_past_the_service(db: PgPo
              values ('m', 1, {line_no}, 1, {quantity}, {price}, 'Mug')"
         )
     };
-    assert_eq!(
-        refused_by(&db, &line(0, 1, "5")).await.as_deref(),
-        Some("line_number_positive")
-    );
-    assert_eq!(
-        refused_by(&db, &line(1, 0, "5")).await.as_deref(),
-        Some("line_quantity_range")
-    );
-    assert_eq!(
-        refused_by(&db, &line(1, 1000001, "5")).await.as_deref(),
-        Some("line_quantity_range")
-    );
-    assert_eq!(
-        refused_by(&db, &line(1, 1, "0")).await.as_deref(),
-        Some("line_price_positive")
-    );
+    for (sql, rule) in [
+        (line(0, 1, "5"), "line_number_positive"),
+        (line(1, 0, "5"), "line_quantity_range"),
+        (line(1, 1000001, "5"), "line_quantity_range"),
+        (line(1, 1, "0"), "line_price_positive"),
+    ] {
+        assert_eq!(refused_by(&db, &sql).await.as_deref(), Some(rule), "{sql}");
+    }
     assert_eq!(refused_by(&db, &line(1, 1, "5")).await, None);
 
     // Nothing refused changed anything; amounts keep their scale.
